@@ -1,0 +1,54 @@
+# Two commands for a newcomer:  `make study`  and  `make test`.
+# Both create (or reuse) .venv and install what is missing; nothing else is needed by hand.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# smoke | cpu | gpu; default: gpu where CUDA is available, else cpu
+PROFILE ?=
+DATA ?=
+export MDLIB_DATA_ROOT ?= $(if $(DATA),$(abspath $(DATA)),$(CURDIR)/data)
+
+NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
+
+.PHONY: setup study test test-unit test-notebooks report clean-smoke
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# torch first, alone: on machines with a local wheel cache pip takes it from there
+	$(PY) -m pip install --quiet "torch>=2.1,<2.15" "torchvision>=0.16,<0.30"
+	$(PY) -m pip install --quiet -e ".[dev]"
+	# grad-cam pulls opencv-python-headless; both wheels ship cv2. Reinstall the contrib
+	# wheel last so cv2.saliency (SaliencyMix's detector) is the one that stays.
+	$(PY) -m pip install --quiet --force-reinstall --no-deps "opencv-contrib-python-headless>=4.8"
+	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
+	$(PY) -c "import cv2, torch, timm, diffusers, pytorch_grad_cam; assert hasattr(cv2, 'saliency')"
+	touch $(STAMP)
+
+# Run every notebook in order with papermill; executed copies go to runs/notebooks/<profile>/.
+study: $(STAMP)
+	@prof="$(PROFILE)"; [ -n "$$prof" ] || prof=$$($(PY) -c "from mdlib.profiles import default_name; print(default_name())"); \
+	echo "== study with profile $$prof, data root $$MDLIB_DATA_ROOT"; \
+	mkdir -p runs/notebooks/$$prof; start=$$(date +%s); \
+	for nb in $(NOTEBOOKS); do \
+	  echo "== $$nb"; \
+	  $(PY) -m papermill --log-level WARNING -p PROFILE $$prof "$$nb" "runs/notebooks/$$prof/$$(basename $$nb)" || exit 1; \
+	done; \
+	$(PY) -m mdlib.report --profile $$prof --wall-s $$(( $$(date +%s) - start ))
+
+# Unit tests, then every notebook executed headlessly by nbval on the smoke profile.
+test: $(STAMP)
+	MDLIB_PROFILE=smoke $(PY) -m pytest tests --nbval-lax --nbval-current-env notebooks
+
+test-unit: $(STAMP)
+	$(PY) -m pytest tests
+
+report: $(STAMP)
+	$(PY) -m mdlib.report --profile $(or $(PROFILE),cpu)
+
+clean-smoke:
+	rm -rf runs/*/smoke figures/smoke

@@ -1,0 +1,148 @@
+"""Figures shared by the notebooks. Every function reads arrays or saved result tables and
+returns a matplotlib Figure; :func:`savefig` writes it atomically (PNG, 150 dpi)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+
+from .data import ImageDataset
+from .runs import atomic_path
+
+sns.set_theme(context="paper", style="whitegrid", font_scale=1.1)
+
+
+def savefig(fig, path: str | os.PathLike, dpi: int = 150) -> Path:
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format=path.suffix.lstrip(".") or "png")
+    return path
+
+
+def show_image(ax, img: np.ndarray, title: str | None = None, cmap_grey: str = "gray") -> None:
+    """``img``: (H,W), (H,W,1) or (H,W,3), uint8 or float in [0,1]."""
+    img = np.asarray(img)
+    if img.ndim == 3 and img.shape[-1] == 1:
+        img = img[..., 0]
+    kw = dict(cmap=cmap_grey, vmin=0, vmax=255 if img.dtype == np.uint8 else 1) if img.ndim == 2 else {}
+    ax.imshow(img, interpolation="nearest", **kw)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.grid(False)
+    if title:
+        ax.set_title(title, fontsize=9)
+
+
+def example_grid(ds: ImageDataset, split: str = "train", per_class: int = 8, seed: int = 0):
+    """One row per class, ``per_class`` random real examples."""
+    rng = np.random.default_rng(seed)
+    x, y = ds.splits[split]
+    k = ds.n_classes
+    fig, axes = plt.subplots(k, per_class, figsize=(1.2 * per_class, 1.3 * k), squeeze=False)
+    for c in range(k):
+        idx = np.flatnonzero(y == c)
+        pick = rng.choice(idx, size=min(per_class, len(idx)), replace=False) if len(idx) else []
+        for j in range(per_class):
+            ax = axes[c, j]
+            if j < len(pick):
+                show_image(ax, x[pick[j]])
+            else:
+                ax.axis("off")
+        axes[c, 0].set_ylabel(ds.class_names[c], rotation=0, ha="right", va="center", fontsize=9)
+    fig.suptitle(f"{ds.name} ({ds.size} px, {split} split): random examples per class", y=1.0)
+    fig.tight_layout()
+    return fig
+
+
+def split_summary(ds: ImageDataset) -> pd.DataFrame:
+    rows = []
+    for s, (x, y) in ds.splits.items():
+        counts = np.bincount(y, minlength=ds.n_classes)
+        for c in range(ds.n_classes):
+            rows.append({"dataset": ds.name, "split": s, "class": c,
+                         "class_name": ds.class_names[c], "n": int(counts[c]),
+                         "fraction": float(counts[c] / len(y))})
+    return pd.DataFrame(rows)
+
+
+def class_balance_plot(summary: pd.DataFrame):
+    datasets = summary["dataset"].unique()
+    fig, axes = plt.subplots(1, len(datasets), figsize=(4.2 * len(datasets), 3.2), squeeze=False)
+    for ax, d in zip(axes[0], datasets):
+        sub = summary[summary.dataset == d]
+        sns.barplot(sub, x="split", y="n", hue="class_name", ax=ax)
+        ax.set_title(d)
+        ax.set_ylabel("images")
+        ax.legend(fontsize=7, title=None)
+    fig.tight_layout()
+    return fig
+
+
+def intensity_stats(ds: ImageDataset) -> pd.DataFrame:
+    """Per split and class: mean and std of the per-image mean intensity (in [0, 1]), and
+    of the per-image contrast (std), vectorised over images."""
+    rows = []
+    for s, (x, y) in ds.splits.items():
+        xf = x.reshape(len(x), -1).astype(np.float32) / 255.0
+        m, sd = xf.mean(1), xf.std(1)
+        for c in range(ds.n_classes):
+            sel = y == c
+            if not sel.any():
+                continue
+            rows.append({"dataset": ds.name, "split": s, "class_name": ds.class_names[c],
+                         "n": int(sel.sum()), "mean_intensity": float(m[sel].mean()),
+                         "std_of_mean": float(m[sel].std()),
+                         "mean_contrast": float(sd[sel].mean())})
+    return pd.DataFrame(rows)
+
+
+def intensity_hist(datasets: list[ImageDataset], split: str = "train", bins: int = 64):
+    fig, axes = plt.subplots(1, len(datasets), figsize=(4.2 * len(datasets), 3.0), squeeze=False)
+    for ax, ds in zip(axes[0], datasets):
+        x, y = ds.splits[split]
+        for c in range(ds.n_classes):
+            v = x[y == c].reshape(-1)
+            h, e = np.histogram(v, bins=bins, range=(0, 255), density=True)
+            ax.plot((e[:-1] + e[1:]) / 2 / 255.0, h * 255.0, label=ds.class_names[c])
+        ax.set_title(f"{ds.name} ({split})")
+        ax.set_xlabel("pixel intensity")
+        ax.set_ylabel("density")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def baseline_vs_reference(summary: pd.DataFrame, reference: dict):
+    """Bars: mean +- std over seeds of test ACC and AUC per dataset; markers: reference."""
+    metrics = ["acc", "auc"]
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    xs = np.arange(len(summary))
+    for ax, met in zip(axes, metrics):
+        ax.bar(xs, summary[f"{met}_mean"], yerr=summary[f"{met}_std"], capsize=4,
+               color=sns.color_palette()[0], label="this study (small CNN, No Aug)")
+        ref = [reference.get(d, {}).get(met, np.nan) for d in summary["dataset"]]
+        ax.scatter(xs, ref, marker="D", color="crimson", zorder=3,
+                   label="MedMNIST v2 ResNet-18 (28 px)")
+        ax.set_xticks(xs, summary["dataset"], rotation=15)
+        ax.set_ylim(0.4, 1.0)
+        ax.set_title(f"test {met.upper()}")
+    axes[0].legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    return fig
+
+
+def training_curves(histories: pd.DataFrame):
+    """``histories``: columns dataset, seed, epoch, train_loss, val_auc."""
+    datasets = histories["dataset"].unique()
+    fig, axes = plt.subplots(2, len(datasets), figsize=(4.0 * len(datasets), 5.2), squeeze=False)
+    for j, d in enumerate(datasets):
+        sub = histories[histories.dataset == d]
+        sns.lineplot(sub, x="epoch", y="train_loss", hue="seed", ax=axes[0, j], palette="tab10")
+        sns.lineplot(sub, x="epoch", y="val_auc", hue="seed", ax=axes[1, j], palette="tab10")
+        axes[0, j].set_title(d)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,101 @@
+"""Rewrite the results section of README.md from result files (never by hand).
+
+    python -m mdlib.report --profile cpu [--wall-s SECONDS]
+
+Reads the tables the notebooks wrote under ``figures/<profile>/`` and replaces the text
+between ``<!-- results:start -->`` and ``<!-- results:end -->`` in README.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from . import paths
+from .runs import write_json, write_text
+
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+
+
+def _pm(df: pd.DataFrame, m: str) -> pd.Series:
+    return df[f"{m}_mean"].map("{:.3f}".format) + " ± " + df[f"{m}_std"].map("{:.3f}".format)
+
+
+def baseline_section(fig: Path, profile: str) -> str:
+    p = fig / "02_baseline_noaug_summary.csv"
+    if not p.is_file():
+        return f"_No baseline results for profile `{profile}` yet (run notebook 02)._\n"
+    s = pd.read_csv(p)
+    t = pd.DataFrame({
+        "dataset": s["dataset"],
+        "model": s["model"],
+        "seeds": s["n_seeds"],
+        "test ACC": _pm(s, "acc"),
+        "test AUC": _pm(s, "auc"),
+        "F1": _pm(s, "f1"),
+        "ECE": _pm(s, "ece"),
+        "ref. ACC / AUC": s["ref_acc"].map("{:.3f}".format) + " / " + s["ref_auc"].map("{:.3f}".format),
+        "Δ ACC / Δ AUC": s["acc_minus_ref"].map("{:+.3f}".format) + " / "
+                         + s["auc_minus_ref"].map("{:+.3f}".format),
+        "train wall (s, all seeds)": s["train_wall_s_total"].map("{:.0f}".format),
+    })
+    lines = [f"### No-Aug baseline, profile `{profile}` "
+             f"(from `figures/{profile}/02_baseline_noaug_summary.csv`)", "",
+             t.to_markdown(index=False), "",
+             "Reference: MedMNIST v2, ResNet-18, 28 px (test ACC / AUC). Δ = this study − reference.",
+             ""]
+    short = s[(s["acc_minus_ref"] < 0) | (s["auc_minus_ref"] < 0)]
+    for _, r in short.iterrows():
+        lines.append(f"- {r['dataset']}: below the reference by "
+                     f"{-min(r['acc_minus_ref'], 0):.3f} ACC and {-min(r['auc_minus_ref'], 0):.3f} AUC.")
+    if len(short) == 0:
+        lines.append("- Every dataset matches or exceeds the reference on both ACC and AUC (mean over seeds).")
+    lines.append(f"- Total training wall time of these runs: {s['train_wall_s_total'].sum():.0f} s "
+                 "(sum over datasets and seeds, from the run directories).")
+    return "\n".join(lines) + "\n"
+
+
+def render(profile: str, wall_s: float | None = None) -> str:
+    fig = paths.figures_dir() / profile
+    parts = [baseline_section(fig, profile)]
+    study = fig / "study_wall_time.json"
+    if wall_s is not None:
+        write_json(study, {"profile": profile, "wall_s": wall_s})
+    if study.is_file():
+        w = json.loads(study.read_text())["wall_s"]
+        parts.append(f"Wall time of the last `make study PROFILE={profile}` (all notebooks): "
+                     f"{w / 60:.1f} min.\n")
+    return "\n".join(parts)
+
+
+def update_readme(text: str, readme: Path | None = None) -> None:
+    readme = readme or paths.REPO_ROOT / "README.md"
+    body = readme.read_text()
+    if START not in body or END not in body:
+        raise ValueError(f"{readme}: markers {START} / {END} not found")
+    a, b = body.index(START) + len(START), body.index(END)
+    write_text(readme, body[:a] + "\n" + text + body[b:])
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m mdlib.report")
+    ap.add_argument("--profile", default="cpu")
+    ap.add_argument("--wall-s", type=float, default=None)
+    ap.add_argument("--print", action="store_true", help="print instead of writing README.md")
+    a = ap.parse_args(argv)
+    text = render(a.profile, a.wall_s)
+    if a.print:
+        print(text)
+    elif a.profile == "smoke":
+        print("smoke profile: README.md left unchanged\n" + text)
+    else:
+        update_readme(text)
+        print(f"README.md results section rewritten from figures/{a.profile}/")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

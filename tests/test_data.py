@@ -1,0 +1,244 @@
+"""Data registry, validation (every bad-input case), loaders and subsampling."""
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from mdlib import data
+from mdlib.data import DataError
+
+
+def _arrays(n=(20, 6, 8), h=28, c=None, k=2, seed=0):
+    rng = np.random.default_rng(seed)
+    out = {}
+    for s, m in zip(data.SPLITS, n):
+        shape = (m, h, h) if c is None else (m, h, h, c)
+        out[f"{s}_images"] = rng.integers(0, 256, shape, dtype=np.uint8)
+        out[f"{s}_labels"] = (np.arange(m) % k).astype(np.uint8).reshape(m, 1)
+    return out
+
+
+def _write(tmp_path, arrays, name="toy.npz"):
+    p = tmp_path / name
+    np.savez(p, **arrays)
+    return p
+
+
+def test_valid_file_and_label_shapes(tmp_path):
+    a = _arrays()
+    ds = data.check_file(_write(tmp_path, a))
+    assert ds.x("train").shape == (20, 28, 28, 1) and ds.y("train").dtype == np.int64
+    a["val_labels"] = a["val_labels"].reshape(-1)  # (N,) accepted as well as (N, 1)
+    ds = data.check_file(_write(tmp_path, a, "toy2.npz"))
+    assert ds.y("val").shape == (6,)
+
+
+def test_rgb_and_sizes(tmp_path):
+    for h in (28, 64):
+        ds = data.check_file(_write(tmp_path, _arrays(h=h, c=3), f"rgb{h}.npz"))
+        assert ds.channels == 3 and ds.size == h
+
+
+@pytest.mark.parametrize("case, message", [
+    ("missing_array", "missing array 'val_labels'"),
+    ("wrong_dtype", "dtype int32"),
+    ("wrong_label_dtype", "expected an integer type"),
+    ("wrong_rank", "expected rank 3"),
+    ("count_mismatch", "images but"),
+    ("labels_out_of_range", "outside"),
+    ("negative_label", "outside"),
+    ("single_class", "single class"),
+    ("empty_split", "is empty"),
+    ("nonfinite", "non-finite"),
+    ("float_out_of_range", "expected [0, 1]"),
+    ("label_shape", "expected (N,) or (N, 1)"),
+    ("mixed_shapes", "an earlier split"),
+])
+def test_bad_arrays(tmp_path, case, message):
+    a = _arrays()
+    if case == "missing_array":
+        del a["val_labels"]
+    elif case == "wrong_dtype":
+        a["train_images"] = a["train_images"].astype(np.int32)
+    elif case == "wrong_label_dtype":
+        a["test_labels"] = a["test_labels"].astype(np.float32)
+    elif case == "wrong_rank":
+        a["train_images"] = a["train_images"][:, :, 0]
+    elif case == "count_mismatch":
+        a["train_labels"] = a["train_labels"][:-1]
+    elif case == "labels_out_of_range":
+        a["test_labels"][0] = 7
+    elif case == "negative_label":
+        a["test_labels"] = a["test_labels"].astype(np.int64)
+        a["test_labels"][0] = -1
+    elif case == "single_class":
+        a["val_labels"][:] = 1
+    elif case == "empty_split":
+        a["val_images"], a["val_labels"] = a["val_images"][:0], a["val_labels"][:0]
+    elif case == "nonfinite":
+        x = a["train_images"].astype(np.float32) / 255
+        x[0, 0, 0] = np.nan
+        a["train_images"] = x
+    elif case == "float_out_of_range":
+        a["train_images"] = a["train_images"].astype(np.float32)
+    elif case == "label_shape":
+        a["train_labels"] = np.zeros((20, 2), np.uint8)
+    elif case == "mixed_shapes":
+        a["test_images"] = np.zeros((8, 32, 32), np.uint8)
+    # pneumoniamnist has 2 classes: a registered name checks the label range
+    p = _write(tmp_path, a, "pneumoniamnist.npz" if case == "labels_out_of_range" else "toy.npz")
+    with pytest.raises(DataError) as e:
+        data.check_file(p, verify=False)
+    assert str(p) in str(e.value) and message in str(e.value)
+
+
+def test_missing_truncated_corrupt_and_pickle(tmp_path):
+    with pytest.raises(DataError, match="file not found"):
+        data.check_file(tmp_path / "nope.npz")
+    good = _write(tmp_path, _arrays())
+    blob = good.read_bytes()
+    trunc = tmp_path / "trunc.npz"
+    trunc.write_bytes(blob[: len(blob) // 2])
+    with pytest.raises(DataError, match="truncated or corrupt"):
+        data.check_file(trunc)
+    corrupt = tmp_path / "corrupt.npz"
+    corrupt.write_bytes(b"this is not a zip archive at all" * 10)
+    with pytest.raises(DataError, match="truncated or corrupt"):
+        data.check_file(corrupt)
+    a = _arrays()
+    a["train_labels"] = np.array([{"x": 1}] * 20, dtype=object)
+    pick = tmp_path / "pickled.npz"
+    np.savez(pick, **a)
+    with pytest.raises(DataError, match="pickled"):
+        data.check_file(pick)
+
+
+def test_official_md5_and_verification_by_counts(data_root, tmp_path, caplog):
+    retina = data.check_file(data_root / "medmnist" / "retinamnist.npz")
+    assert retina.meta["md5_status"] == "official" and retina.n_classes == 5
+    # the shared pneumoniamnist differs in md5 but has the official sizes and counts
+    with caplog.at_level("INFO"):
+        pn = data.check_file(data_root / "medmnist" / "pneumoniamnist.npz")
+    assert pn.meta["md5_status"] == "verified-by-counts"
+    assert "accepted" in caplog.text
+    # a copy with one label flipped has neither the md5 nor the counts: refused
+    a = dict(np.load(data_root / "medmnist" / "breastmnist.npz", allow_pickle=False))
+    a["train_labels"] = a["train_labels"].copy()
+    a["train_labels"][0] = 1 - a["train_labels"][0]
+    bad = tmp_path / "breastmnist.npz"
+    np.savez(bad, **a)
+    with pytest.raises(DataError, match="label counts"):
+        data.check_file(bad)
+    # dropping an image changes the split sizes
+    a = dict(np.load(data_root / "medmnist" / "breastmnist.npz", allow_pickle=False))
+    a["test_images"], a["test_labels"] = a["test_images"][1:], a["test_labels"][1:]
+    np.savez(bad, **a)
+    with pytest.raises(DataError, match="split sizes"):
+        data.check_file(bad)
+
+
+def test_registry_loads_every_shared_file(data_root):
+    for flag, size in [("pneumoniamnist", 28), ("breastmnist", 28), ("breastmnist", 64),
+                       ("retinamnist", 28)]:
+        ds = data.load_dataset(flag, size, root=data_root, download=False)
+        spec = data.MEDMNIST[flag]
+        assert tuple(len(ds.y(s)) for s in data.SPLITS) == spec.split_sizes
+        assert ds.size == size and ds.channels == spec.channels
+
+
+def test_missing_registered_file_without_download(tmp_path):
+    with pytest.raises(DataError, match="file not found"):
+        data.load_dataset("breastmnist", 28, root=tmp_path, download=False)
+    with pytest.raises(DataError, match="unknown dataset"):
+        data.load_dataset("nosuchmnist", 28, root=tmp_path)
+
+
+def test_cli_check(tmp_path, data_root):
+    ok = subprocess.run([sys.executable, "-m", "mdlib.data", "check",
+                         str(data_root / "medmnist" / "breastmnist.npz")],
+                        capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.startswith("OK breastmnist 28px") and "train=546 [147, 399]" in ok.stdout
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"garbage")
+    r = subprocess.run([sys.executable, "-m", "mdlib.data", "check", str(bad)],
+                       capture_output=True, text=True)
+    assert r.returncode != 0 and str(bad) in r.stderr
+
+
+def test_subsample_per_class_is_stratified_and_seeded():
+    y = np.array([0] * 100 + [1] * 300 + [2] * 10)
+    a = data.subsample_per_class(y, fraction=0.1, seed=3)
+    b = data.subsample_per_class(y, fraction=0.1, seed=3)
+    c = data.subsample_per_class(y, fraction=0.1, seed=4)
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+    assert np.bincount(y[a]).tolist() == [10, 30, 2]
+    assert np.bincount(y[data.subsample_per_class(y, per_class=20, seed=0)]).tolist() == [20, 20, 10]
+    with pytest.raises(ValueError):
+        data.subsample_per_class(y, fraction=1.5)
+    with pytest.raises(ValueError):
+        data.subsample_per_class(y)
+
+
+def _tiny_folder(tmp_path, mode="RGB", n_groups=30, per_group=3):
+    root = tmp_path / "folder"
+    rows = []
+    rng = np.random.default_rng(0)
+    for g in range(n_groups):
+        label = g % 2
+        (root / f"c{label}").mkdir(parents=True, exist_ok=True)
+        for j in range(per_group):
+            arr = rng.integers(0, 256, (40, 36, 3) if mode == "RGB" else (40, 36), dtype=np.uint8)
+            rel = f"c{label}/g{g}_{j}.png"
+            Image.fromarray(arr, mode).save(root / rel)
+            rows.append({"path": rel, "label": label, "group": f"g{g}"})
+    pd.DataFrame(rows).to_csv(root / "labels.csv", index=False)
+    return root
+
+
+def test_image_folder_loader_grouped_split(tmp_path):
+    root = _tiny_folder(tmp_path)
+    ds = data.load_image_folder(root, "labels.csv", group_col="group", size=28, seed=1,
+                                val_frac=0.2, test_frac=0.2)
+    assert ds.channels == 3 and ds.x("train").shape[1:] == (28, 28, 3)
+    split = pd.read_csv(ds.meta["split_file"])
+    assert len(split) == 90
+    assert split.groupby("group")["split"].nunique().max() == 1  # no group crosses splits
+    assert set(split["split"]) == {"train", "val", "test"}
+    again = data.load_image_folder(root, "labels.csv", group_col="group", size=28, seed=1,
+                                   val_frac=0.2, test_frac=0.2)
+    assert np.array_equal(again.x("test"), ds.x("test"))  # same seed, same split (cached)
+    grey = data.load_image_folder(_tiny_folder(tmp_path / "g", "L"), size=32)
+    assert grey.channels == 1 and grey.size == 32
+
+
+def test_image_folder_errors(tmp_path):
+    root = _tiny_folder(tmp_path)
+    with pytest.raises(DataError, match="column 'diagnosis' not found"):
+        data.load_image_folder(root, label_col="diagnosis")
+    with pytest.raises(DataError, match="label CSV not found"):
+        data.load_image_folder(root, "other.csv")
+    df = pd.read_csv(root / "labels.csv")
+    df.loc[0, "path"] = "c0/missing.png"
+    df.to_csv(root / "broken.csv", index=False)
+    with pytest.raises(DataError, match="not found, e.g."):
+        data.load_image_folder(root, "broken.csv")
+    with pytest.raises(DataError, match="size=30"):
+        data.load_image_folder(root, size=30)
+    (root / "c0" / "g0_0.png").write_bytes(b"not a png")
+    with pytest.raises(DataError, match="cannot be read as an image"):
+        data.load_image_folder(root, size=28, cache=False)
+
+
+def test_lc25000_split_by_group(data_root):
+    if not (data_root / "histopathology" / "lc25000_lung" / "labels.csv").is_file():
+        pytest.skip("LC25000 not present")
+    ds = data.load_dataset("lc25000_lung", 28, root=data_root)
+    split = pd.read_csv(ds.meta["split_file"])
+    assert split.groupby("group_id")["split"].nunique().max() == 1
+    assert sum(len(ds.y(s)) for s in data.SPLITS) == 3703
+    assert ds.modality == "histopathology" and ds.channels == 3
