@@ -15,7 +15,8 @@ distance for any of them.
 
 Size adaptation for CNNs below 128 px: a stride-1 3x3 stem without max-pool (ResNet,
 DenseNet) or with the first two stride-2 layers set to stride 1 (EfficientNet), so a
-28 px image still ends in a 4x4 map. Size adaptation for transformers (the paper used 224 px): ViT-B/16 uses a patch of
+28 px image still ends in a spatial map: 4x4 (ResNet, EfficientNet), 3x3 (DenseNet),
+7x7 (small CNN, ViT), 2x2 (Swin-T; its saliency is coarse at 28 px). Size adaptation for transformers (the paper used 224 px): ViT-B/16 uses a patch of
 ``size // 7`` rounded to 4 / 8 / 16 (28 px -> 4, 64 px -> 8, 224 px -> 16) and Swin-T a patch
 of 2 below 128 px (4 above), with timm clamping its 7x7 windows to small feature maps.
 """

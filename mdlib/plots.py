@@ -146,3 +146,55 @@ def training_curves(histories: pd.DataFrame):
         axes[0, j].set_title(d)
     fig.tight_layout()
     return fig
+
+
+def overlay(ax, img: np.ndarray, cam: np.ndarray, title: str | None = None, alpha: float = 0.45):
+    """Image with a saliency map (jet) on top; ``cam`` (H,W) in [0,1]."""
+    show_image(ax, img, title)
+    ax.imshow(np.asarray(cam), cmap="jet", vmin=0, vmax=1, alpha=alpha, interpolation="bilinear")
+
+
+def gradcam_comparison(images: np.ndarray, labels: np.ndarray, class_names, columns: dict,
+                       title: str = ""):
+    """One row per image; first column the image, then one overlay per entry of ``columns``
+    (name -> (N,H,W) maps). A column named with 'diff' is shown as a plain map on a fixed
+    0 .. 1e-3 scale (the agreement tolerance), so black means agreement."""
+    n, m = len(images), 1 + len(columns)
+    fig, axes = plt.subplots(n, m, figsize=(1.6 * m, 1.6 * n), squeeze=False)
+    for i in range(n):
+        show_image(axes[i, 0], images[i], class_names[int(labels[i])] if i >= 0 else None)
+        for j, (name, maps) in enumerate(columns.items(), start=1):
+            ax = axes[i, j]
+            if "diff" in name:
+                ax.imshow(maps[i], cmap="magma", vmin=0, vmax=1e-3, interpolation="nearest")
+                ax.set_xticks([]), ax.set_yticks([]), ax.grid(False)
+            else:
+                overlay(ax, images[i], maps[i])
+            if i == 0:
+                ax.set_title(name, fontsize=8)
+    if title:
+        fig.suptitle(title, y=1.0)
+    fig.tight_layout()
+    return fig
+
+
+def gradcam_panel(panels: dict, class_names: dict):
+    """Paper Fig. 6: one column pair per dataset (image, Grad-CAM), rows = examples of the
+    negative and the positive class. ``panels``: dataset -> (images, labels, maps)."""
+    names = list(panels)
+    rows = max(len(v[0]) for v in panels.values())
+    fig, axes = plt.subplots(rows, 2 * len(names), figsize=(3.0 * len(names), 1.6 * rows),
+                             squeeze=False)
+    for j, d in enumerate(names):
+        imgs, labels, maps = panels[d]
+        for i in range(rows):
+            a, b = axes[i, 2 * j], axes[i, 2 * j + 1]
+            if i >= len(imgs):
+                a.axis("off"), b.axis("off")
+                continue
+            show_image(a, imgs[i])
+            overlay(b, imgs[i], maps[i])
+            a.set_ylabel(class_names[d][int(labels[i])], fontsize=8)
+        axes[0, 2 * j].set_title(d, fontsize=9, loc="left")
+    fig.tight_layout()
+    return fig

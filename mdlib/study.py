@@ -31,7 +31,9 @@ def figures_dir(profile: str):
 def train_config(prof: dict, dataset: str, seed: int, section: str = "baseline",
                  **overrides) -> TrainConfig:
     """The profile's training section, with its per-dataset overrides, as a TrainConfig."""
-    cfg = profiles.section(prof, section)
+    cfg = profiles.section(prof, "baseline")
+    if section != "baseline":  # e.g. "guidance": the baseline recipe with its own overrides
+        cfg.update(prof.get(section) or {})
     cfg.update(prof.get("dataset_overrides", {}).get(dataset, {}))
     cfg.update(overrides)
     cfg["seed"] = seed
@@ -89,6 +91,40 @@ def run_classifier(prof: dict, dataset: str, seed: int, method: str = "no_aug",
                 "n_train": int(len(data.y("train")))}
 
     return run_once(task, prof["name"], config, work)
+
+
+def guidance_model(prof: dict, dataset: str, seed: int = 0, progress: bool = True):
+    """The guidance classifier ``g`` of MedDiffuseMix for ``dataset``: trained on the
+    (limited-data) training split, selected on validation AUC, never shown the test split.
+    Trained once into ``runs/guidance/<profile>/<hash>/`` and loaded from there afterwards.
+    Returns ``(model in eval mode, run)``."""
+    from . import saliency
+    from .models import build_model
+    from .train import load_checkpoint
+    cfg = train_config(prof, dataset, seed, section="guidance")
+    config = {"dataset": dataset, "image_size": prof["image_size"],
+              "limited_data": prof.get("limited_data"), "train": cfg.to_dict()}
+
+    def work(run: Run) -> dict:
+        data, idx = load_data(prof, dataset, seed)
+        if idx is not None:
+            run.write_csv("train_indices.csv", pd.DataFrame({"train_index": idx}))
+        _, res = saliency.train_guidance_classifier(data, cfg, progress=progress,
+                                                    return_result=True)
+        run.write_csv("history.csv", res.history)
+        run.write_csv("metrics.csv", pd.DataFrame(
+            [{"split": "val", "metric": k, "value": v} for k, v in res.val.items()]))
+        save_checkpoint(run.path("model.safetensors"), res.state_dict,
+                        {"model": cfg.model, "n_classes": data.n_classes})
+        return {"best_epoch": res.best_epoch, "train_wall_s": res.wall_s,
+                "n_train": int(len(data.y("train")))}
+
+    run = run_once("guidance", prof["name"], config, work)
+    data = data_mod.load_dataset(dataset, prof["image_size"])
+    model = build_model(cfg.model, data.channels, data.n_classes, data.size,
+                        **cfg.model_kwargs)
+    model.load_state_dict(load_checkpoint(run.path("model.safetensors"))[0])
+    return model.eval(), run
 
 
 def run_metrics(run: Run, split: str = "test") -> dict:
