@@ -55,6 +55,13 @@ def baseline_section(fig: Path, profile: str) -> str:
         lines.append("- Every dataset matches or exceeds the reference on both ACC and AUC (mean over seeds).")
     lines.append(f"- Total training wall time of these runs: {s['train_wall_s_total'].sum():.0f} s "
                  "(sum over datasets and seeds, from the run directories).")
+    runs_csv = fig / "02_baseline_noaug_runs.csv"
+    if runs_csv.is_file():
+        r = pd.read_csv(runs_csv)
+        for d, g in r.groupby("dataset"):
+            lines.append(f"  - {d}: {g['wall_s'].min():.0f}-{g['wall_s'].max():.0f} s per run "
+                         f"(best epoch {g['best_epoch'].min()}-{g['best_epoch'].max()}); a spread "
+                         "in wall time comes from other jobs sharing the two cores.")
     return "\n".join(lines) + "\n"
 
 

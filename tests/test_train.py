@@ -121,3 +121,16 @@ def test_augmentation_interface(small):
     r0 = train_classifier(small, TrainConfig(**dict(CFG, epochs=1)), progress=False)
     assert len(r1.history) == len(r0.history) == 1
     assert not np.array_equal(r1.test_probs, r0.test_probs)
+
+
+def test_frechet_distance():
+    from mdlib.fid import frechet_distance
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(500, 4))
+    assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6)
+    # two Gaussians with identity covariance: FD = |mu1 - mu2|^2 (up to sampling noise)
+    b = rng.normal(size=(4000, 4)) + 2.0
+    c = rng.normal(size=(4000, 4))
+    assert frechet_distance(b, c) == pytest.approx(16.0, rel=0.05)
+    with pytest.raises(ValueError):
+        frechet_distance(a, a[:, :3])
