@@ -198,3 +198,53 @@ def gradcam_panel(panels: dict, class_names: dict):
         axes[0, 2 * j].set_title(d, fontsize=9, loc="left")
     fig.tight_layout()
     return fig
+
+
+def samples_vs_real(real_x: np.ndarray, real_y: np.ndarray, samples: np.ndarray,
+                    sample_y: np.ndarray, class_names, per_class: int = 8, seed: int = 0,
+                    title: str = ""):
+    """Per class: a row of real images and a row of generated ones. Images uint8 NHWC or
+    float NCHW in [0, 1]."""
+    def hwc(a):
+        a = np.asarray(a)
+        return a.transpose(0, 2, 3, 1) if a.ndim == 4 and a.shape[1] in (1, 3) and a.shape[-1] not in (1, 3) else a
+    real_x, samples = hwc(real_x), hwc(samples)
+    rng = np.random.default_rng(seed)
+    k = len(class_names)
+    fig, axes = plt.subplots(2 * k, per_class, figsize=(1.1 * per_class, 1.2 * 2 * k), squeeze=False)
+    for c in range(k):
+        for r, (xs, ys, tag) in enumerate(((real_x, real_y, "real"), (samples, sample_y, "generated"))):
+            idx = np.flatnonzero(ys == c)
+            pick = rng.choice(idx, min(per_class, len(idx)), replace=False) if len(idx) else []
+            for j in range(per_class):
+                ax = axes[2 * c + r, j]
+                if j < len(pick):
+                    show_image(ax, xs[pick[j]])
+                else:
+                    ax.axis("off")
+            axes[2 * c + r, 0].set_ylabel(f"{class_names[c]}\n{tag}", rotation=0, ha="right",
+                                          va="center", fontsize=8)
+    if title:
+        fig.suptitle(title, y=1.0)
+    fig.tight_layout()
+    return fig
+
+
+def loss_curves(curves: dict, smooth: int = 50):
+    """``curves``: name -> (steps, losses). Raw loss faint, running mean bold."""
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    for i, (name, (st, lo)) in enumerate(curves.items()):
+        st, lo = np.asarray(st), np.asarray(lo)
+        col = sns.color_palette()[i % 10]
+        ax.plot(st, lo, color=col, alpha=0.2, lw=0.6)
+        if len(lo) >= smooth:
+            ker = np.ones(smooth) / smooth
+            ax.plot(st[smooth - 1:], np.convolve(lo, ker, mode="valid"), color=col, label=name)
+        else:
+            ax.plot(st, lo, color=col, label=name)
+    ax.set_xlabel("training step")
+    ax.set_ylabel("diffusion loss")
+    ax.set_yscale("log")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

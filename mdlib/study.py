@@ -127,6 +127,50 @@ def guidance_model(prof: dict, dataset: str, seed: int = 0, progress: bool = Tru
     return model.eval(), run
 
 
+#: keys of a profile's ``diffusion`` section that are not DiffusionConfig fields
+_DIFFUSION_STUDY_KEYS = ("datasets", "max_seconds", "n_eval_per_class", "sample_batch", "threads")
+
+
+def diffusion_model(prof: dict, dataset: str, seed: int = 0, progress: bool = True,
+                    **overrides):
+    """The class-conditional diffusion model for ``dataset``, trained on the
+    (limited-data) training split only, into ``runs/diffusion/<profile>/<hash>/model``
+    (diffusers format; a killed training resumes from its last checkpoint). ``overrides``
+    replace fields of the profile's ``diffusion`` section (e.g. ``loss="huber"``).
+    Returns ``(DiffusionModel, run)``."""
+    import torch
+
+    from .diffusion import DiffusionConfig, DiffusionModel, read_state, train_diffusion
+    sec = profiles.section(prof, "diffusion")
+    sec.update(overrides)
+    study_keys = {k: sec.pop(k) for k in _DIFFUSION_STUDY_KEYS if k in sec}
+    data, idx = load_data(prof, dataset, seed)
+    sec.setdefault("device", prof.get("device", "auto"))
+    cfg = DiffusionConfig(image_size=data.size, channels=data.channels,
+                          n_classes=data.n_classes, seed=seed, **sec)
+    config = {"dataset": dataset, "image_size": data.size, "limited_data": prof.get("limited_data"),
+              "diffusion": cfg.to_dict(), "max_seconds": study_keys.get("max_seconds")}
+    run = Run("diffusion", prof["name"], config)
+    if not run.done:
+        threads = study_keys.get("threads")
+        old = torch.get_num_threads()
+        if threads:
+            torch.set_num_threads(int(threads))
+        try:
+            run.start()
+            if idx is not None:
+                run.write_csv("train_indices.csv", pd.DataFrame({"train_index": idx}))
+            train_diffusion(data.x("train"), data.y("train"), cfg, run.path("model"),
+                            progress=progress, max_seconds=study_keys.get("max_seconds"))
+        finally:
+            torch.set_num_threads(old)
+        st = read_state(run.path("model"))
+        run.finish(steps=int(st["step"]), train_wall_s=float(st.get("wall_s", 0.0)),
+                   stopped_early=bool(st.get("stopped_early", False)),
+                   n_train=int(len(data.y("train"))))
+    return DiffusionModel.load(run.path("model")), run
+
+
 def run_metrics(run: Run, split: str = "test") -> dict:
     m = run.read_csv("metrics.csv")
     out = dict(zip(m.loc[m.split == split, "metric"], m.loc[m.split == split, "value"]))

@@ -1,0 +1,417 @@
+"""Tests for mdlib.diffusion: tiny models, a few training steps, a few DDIM steps."""
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mdlib import diffusion as D
+from mdlib.diffusion import CheckpointError, DiffusionConfig, DiffusionModel, train_diffusion
+
+BREAST = Path("/work/shared/data/medmnist/breastmnist.npz")
+
+TINY = dict(block_out_channels=(8, 16), batch_size=4, train_steps=4, checkpoint_every=2,
+            sample_steps=4)
+
+
+def tiny_cfg(**kw) -> DiffusionConfig:
+    d = dict(image_size=28, channels=1, n_classes=2, **TINY)
+    d.update(kw)
+    return DiffusionConfig(**d)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models gain nothing from threads, and on a shared 2-core machine a 2-thread
+    OpenMP pool can run 100x slower while another process holds a core."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def breast():
+    """A few real training images (uint8 (N,H,W,C)) and labels, or random ones."""
+    if BREAST.exists():
+        from mdlib.data import check_file
+        ds = check_file(BREAST, verify=False)
+        x, y = ds.x("train"), ds.y("train")
+        idx = np.concatenate([np.flatnonzero(y == c)[:8] for c in range(2)])
+        return x[idx], y[idx]
+    rng = np.random.default_rng(0)
+    return (rng.integers(0, 256, (16, 28, 28, 1), dtype=np.uint8),
+            np.repeat(np.arange(2), 8))
+
+
+@pytest.fixture(scope="module")
+def trained(breast, tmp_path_factory):
+    out = tmp_path_factory.mktemp("diff") / "model"
+    model = train_diffusion(*breast, tiny_cfg(), out, progress=False)
+    return model, out
+
+
+def unit(x: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(x).permute(0, 3, 1, 2).float() / 255.0
+
+
+def state_dict_equal(a, b) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+# --------------------------------------------------------------------------- config
+@pytest.mark.parametrize("kw, field", [
+    (dict(image_size=0), "image_size"), (dict(channels=0), "channels"),
+    (dict(n_classes=0), "n_classes"), (dict(block_out_channels=()), "block_out_channels"),
+    (dict(block_out_channels=(8, -16)), "block_out_channels"),
+    (dict(layers_per_block=0), "layers_per_block"), (dict(attention="yes"), "attention"),
+    (dict(num_train_timesteps=1), "num_train_timesteps"), (dict(lr=0.0), "lr"),
+    (dict(lr=float("nan")), "lr"), (dict(batch_size=0), "batch_size"),
+    (dict(train_steps=0), "train_steps"), (dict(ema=1), "ema"),
+    (dict(ema_decay=1.0), "ema_decay"), (dict(loss="l1"), "loss"),
+    (dict(huber_delta=0.0), "huber_delta"), (dict(seed=-1), "seed"),
+    (dict(checkpoint_every=0), "checkpoint_every"), (dict(sample_steps=0), "sample_steps"),
+    (dict(sample_steps=2000), "sample_steps"), (dict(device="gpu"), "device"),
+    (dict(norm_num_groups=3), "norm_num_groups"), (dict(pad_multiple=3), "pad_multiple"),
+    (dict(grad_clip=-1.0), "grad_clip"), (dict(weight_decay=-1.0), "weight_decay"),
+    (dict(train_steps=2.5), "train_steps"),
+])
+def test_config_rejects_bad_fields(kw, field):
+    with pytest.raises(ValueError, match=field):
+        tiny_cfg(**kw)
+
+
+def test_config_padding_and_roundtrip():
+    assert DiffusionConfig(28, 1, 2).padding == (0, 0)  # 28 = 4 * 7: no padding needed
+    assert DiffusionConfig(28, 1, 2, pad_multiple=32).padding == (2, 2)
+    c = DiffusionConfig(28, 1, 2, block_out_channels=(8, 16, 32, 64))  # multiple of 8
+    assert (c.padding, c.work_size) == ((2, 2), 32)
+    assert DiffusionConfig(64, 3, 5).padding == (0, 0)
+    assert DiffusionConfig(30, 1, 2).padding == (1, 1)
+    c = tiny_cfg(loss="huber", pad_multiple=32)
+    assert DiffusionConfig.from_dict(json.loads(json.dumps(c.to_dict()))) == c
+    assert c.differences(tiny_cfg(pad_multiple=32, train_steps=99, device="cpu")) == \
+        {"loss": ("huber", "l2")}
+
+
+# --------------------------------------------------------------------------- training
+def test_training_writes_diffusers_checkpoint(trained):
+    from diffusers import DDPMScheduler, UNet2DModel
+    model, out = trained
+    for name in ("unet", "unet_ema", "scheduler", "optimizer.pt", "loss.csv",
+                 "diffusion_state.json"):
+        assert (out / name).exists(), name
+    assert not (out / D._STAGING).exists() and not (out / D._READY).exists()
+    unet = UNet2DModel.from_pretrained(out / "unet")
+    assert unet.config.num_class_embeds == 2 and unet.config.sample_size == 28
+    assert set(unet.config.down_block_types) == {"DownBlock2D"}
+    assert not unet.config.add_attention
+    ema = UNet2DModel.from_pretrained(out / "unet_ema")
+    assert state_dict_equal(ema, model.unet.cpu())  # the returned model uses EMA weights
+    assert not state_dict_equal(ema, unet)
+    sched = DDPMScheduler.from_pretrained(out / "scheduler")
+    assert sched.config.num_train_timesteps == 1000 and sched.config.beta_schedule == "linear"
+    extra = torch.load(out / "optimizer.pt", weights_only=True)
+    assert {"optimizer", "rng"} <= set(extra)
+    state = json.loads((out / "diffusion_state.json").read_text())
+    assert state["step"] == 4 and state["done"] and not state["stopped_early"]
+    assert state["config"] == tiny_cfg().to_dict() and state["data"]["n"] == 16
+    curve = D.read_loss_curve(out)
+    assert [s for s, _ in curve] == [1, 2, 3, 4]
+    assert all(math.isfinite(v) and v > 0 for _, v in curve)
+    assert model.step == 4
+
+
+def test_resume_continues_from_checkpoint(breast, tmp_path):
+    out = tmp_path / "m"
+    train_diffusion(*breast, tiny_cfg(), out, progress=False)
+    first = D.read_loss_curve(out)
+    seen = []
+    model = train_diffusion(*breast, tiny_cfg(train_steps=6), out, progress=False,
+                            callback=lambda s, loss: seen.append(s))
+    assert seen == [5, 6]  # continued from 4, not from 0
+    assert model.step == 6 and D.read_state(out)["step"] == 6
+    curve = D.read_loss_curve(out)
+    assert [s for s, _ in curve] == [1, 2, 3, 4, 5, 6] and curve[:4] == first
+    # asking for fewer steps than done: nothing is trained
+    seen.clear()
+    m = train_diffusion(*breast, tiny_cfg(train_steps=6), out, progress=False,
+                        callback=lambda s, loss: seen.append(s))
+    assert seen == [] and m.step == 6
+
+
+class Killed(Exception):
+    pass
+
+
+def test_kill_and_resume_matches_uninterrupted_run(breast, tmp_path):
+    cfg = tiny_cfg()
+    ref = train_diffusion(*breast, cfg, tmp_path / "ref", progress=False)
+
+    def kill_at_3(step, loss):
+        if step == 3:
+            raise Killed
+
+    out = tmp_path / "killed"
+    with pytest.raises(Killed):
+        train_diffusion(*breast, cfg, out, progress=False, callback=kill_at_3)
+    assert D.read_state(out)["step"] == 2  # the last checkpoint survives the kill
+    seen = []
+    res = train_diffusion(*breast, cfg, out, progress=False,
+                          callback=lambda s, loss: seen.append(s))
+    assert seen == [3, 4]
+    assert D.read_loss_curve(out) == D.read_loss_curve(tmp_path / "ref")
+    assert state_dict_equal(res.unet, ref.unet)  # optimizer, EMA and RNG state all restored
+
+
+def test_interrupted_commit_is_recovered(breast, tmp_path):
+    out = tmp_path / "m"
+    train_diffusion(*breast, tiny_cfg(), out, progress=False)
+    # a kill after the commit point, half way through moving items into place
+    ready = out / D._READY
+    ready.mkdir()
+    for name in ("loss.csv", "diffusion_state.json"):
+        shutil.copy(out / name, ready / name)
+    state = json.loads((ready / "diffusion_state.json").read_text())
+    (ready / "diffusion_state.json").write_text(json.dumps(dict(state, wall_s=123.0)))
+    assert D.read_state(out)["wall_s"] == 123.0  # readers see the committed checkpoint
+    (out / D._STAGING).mkdir()  # and a kill before a commit point: discarded
+    (out / D._STAGING / "junk").write_text("x")
+    train_diffusion(*breast, tiny_cfg(), out, progress=False)
+    assert not ready.exists() and not (out / D._STAGING).exists()
+    assert json.loads((out / "diffusion_state.json").read_text())["wall_s"] == 123.0
+
+
+def test_huber_loss_selectable(breast, tmp_path):
+    l2 = train_diffusion(*breast, tiny_cfg(train_steps=1), tmp_path / "l2", progress=False)
+    hub = train_diffusion(*breast, tiny_cfg(train_steps=1, loss="huber", huber_delta=1.0),
+                          tmp_path / "hub", progress=False)
+    (_, v_l2), = D.read_loss_curve(tmp_path / "l2")
+    (_, v_hub), = D.read_loss_curve(tmp_path / "hub")
+    assert math.isfinite(v_hub) and 0 < v_hub <= 0.5 * v_l2 + 1e-6  # same batch, same init
+    assert hub.cfg.loss == "huber" and l2.cfg.loss == "l2"
+
+
+def test_max_seconds_stops_early_and_resumes(breast, tmp_path):
+    out = tmp_path / "m"
+    cfg = tiny_cfg(train_steps=5, ema=False)
+    m = train_diffusion(*breast, cfg, out, progress=False, max_seconds=1e-9)
+    state = D.read_state(out)
+    assert state["stopped_early"] and not state["done"] and state["step"] == m.step < 5
+    assert not (out / "unet_ema").exists()
+    m = train_diffusion(*breast, cfg, out, progress=False)
+    assert m.step == 5 and D.read_state(out)["done"]
+    with pytest.raises(ValueError, match="max_seconds"):
+        train_diffusion(*breast, cfg, out, progress=False, max_seconds=0)
+
+
+def test_other_configuration_or_data_raises(breast, trained, tmp_path):
+    _, out = trained
+    with pytest.raises(CheckpointError) as e:
+        train_diffusion(*breast, tiny_cfg(lr=2e-4, block_out_channels=(16, 32)), out,
+                        progress=False)
+    msg = str(e.value)
+    assert str(out) in msg and "lr" in msg and "block_out_channels" in msg
+    with pytest.raises(CheckpointError, match="loss"):
+        DiffusionModel.load(out, cfg=tiny_cfg(loss="huber"))
+    x, y = breast
+    with pytest.raises(CheckpointError, match="other data"):
+        train_diffusion(x[::-1].copy(), y[::-1].copy(), tiny_cfg(), out, progress=False)
+    # runtime fields may differ
+    m = DiffusionModel.load(out, cfg=tiny_cfg(train_steps=4000, sample_steps=3, device="cpu"))
+    assert m.cfg.sample_steps == 3
+
+
+def test_missing_checkpoint_raises(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        DiffusionModel.load(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no diffusion checkpoint"):
+        DiffusionModel.load(tmp_path / "empty")
+
+
+def test_bad_training_inputs_raise(breast, tmp_path):
+    x, y = breast
+    with pytest.raises(ValueError, match="x_train"):
+        train_diffusion(x[:, :20], y, tiny_cfg(), tmp_path / "a", progress=False)
+    with pytest.raises(ValueError, match="y_train"):
+        train_diffusion(x, y[:-1], tiny_cfg(), tmp_path / "a", progress=False)
+    with pytest.raises(ValueError, match="class index 2"):
+        train_diffusion(x, y + 1, tiny_cfg(), tmp_path / "a", progress=False)
+
+
+def test_load_prefers_ema(trained):
+    model, out = trained
+    assert state_dict_equal(DiffusionModel.load(out).unet, model.unet)
+    raw = DiffusionModel.load(out, ema=False)
+    assert not state_dict_equal(raw.unet, model.unet)
+
+
+# --------------------------------------------------------------------------- sampling
+def test_sample_shapes_range_and_determinism(trained):
+    model, _ = trained
+    a, ya = model.sample(3, seed=7, batch_size=4, progress=False)
+    assert a.shape == (6, 1, 28, 28) and a.dtype == torch.float32
+    assert ya.tolist() == [0, 0, 0, 1, 1, 1]
+    assert float(a.min()) >= 0.0 and float(a.max()) <= 1.0
+    b, _ = model.sample(3, seed=7, batch_size=4, progress=False)
+    assert torch.equal(a, b)
+    c, _ = model.sample(3, seed=8, batch_size=4, progress=False)
+    assert not torch.equal(a, c)
+    d, yd = model.sample(labels=[1, 0, 1], seed=7, steps=2, progress=False)
+    assert d.shape == (3, 1, 28, 28) and yd.tolist() == [1, 0, 1]
+    e, _ = model.sample(3, seed=7, batch_size=6, progress=False)  # chunking-independent
+    assert torch.allclose(a, e, atol=1e-4)
+    with pytest.raises(ValueError, match="class index 2"):
+        model.sample(labels=[0, 2], progress=False)
+    with pytest.raises(ValueError, match="exactly one"):
+        model.sample(progress=False)
+
+
+@pytest.mark.parametrize("channels, size", [(1, 28), (3, 28), (1, 64), (3, 64)])
+def test_grey_rgb_28_64(channels, size, tmp_path):
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand((6, channels, size, size), generator=g)
+    y = torch.tensor([0, 1, 2, 0, 1, 2])
+    cfg = DiffusionConfig(size, channels, 3, block_out_channels=(8, 8), batch_size=2,
+                          train_steps=1, checkpoint_every=1, sample_steps=2,
+                          pad_multiple=32 if size == 28 else None)
+    model = train_diffusion(x, y, cfg, tmp_path / "m", progress=False)
+    assert model.unet.config.sample_size == (32 if size == 28 else 64)
+    s, ys = model.sample(1, seed=0, progress=False)
+    assert s.shape == (3, channels, size, size) and ys.tolist() == [0, 1, 2]
+    assert 0.0 <= float(s.min()) and float(s.max()) <= 1.0
+    mask = torch.zeros((6, size, size))
+    mask[:, size // 4: size // 2, size // 4: size // 2] = 1.0
+    r = model.refine(x, mask, y, steps=2)
+    assert r.shape == x.shape and torch.equal(r[:, :, : size // 4], x[:, :, : size // 4])
+    v = model.vary(x, y, steps=2)
+    assert v.shape == x.shape and 0.0 <= float(v.min()) and float(v.max()) <= 1.0
+    loaded = DiffusionModel.load(tmp_path / "m")
+    assert torch.equal(loaded.sample(1, seed=0, progress=False)[0], s)
+
+
+def test_ddim_schedule_matches_diffusers(trained):
+    model, _ = trained
+    model.ddim.set_timesteps(50)
+    assert model._partial_timesteps(1.0, 50, 10) == model.ddim.timesteps.tolist()
+    assert model._partial_timesteps(0.3, 10, 10) == list(range(299, 0, -30))
+    g = torch.Generator().manual_seed(0)
+    xt, eps = torch.randn((2, 1, 28, 28), generator=g), torch.randn((2, 1, 28, 28), generator=g)
+    ref = model.ddim.step(eps, 999, xt).prev_sample  # 999 -> 979
+    assert torch.allclose(model._ddim_step(xt, eps, 999, 979), ref, atol=1e-5)
+
+
+# --------------------------------------------------------------------------- refine
+@pytest.fixture(scope="module")
+def refine_inputs(breast):
+    x = unit(breast[0][:4])
+    y = torch.as_tensor(breast[1][:4])
+    mask = torch.zeros((4, 1, 28, 28))
+    mask[:, :, 6:18, 8:20] = 1.0
+    mask[:, :, 5, 8:20] = 0.4  # a soft edge
+    mask[:, :, 18, 8:20] = 0.6
+    return x, mask, y
+
+
+def test_refine_exact_outside_mask_and_deterministic(trained, refine_inputs):
+    model, _ = trained
+    x, mask, y = refine_inputs
+    out = model.refine(x, mask, y, strength=0.3, steps=5, seed=3)
+    assert out.shape == x.shape and out.dtype == x.dtype
+    keep = (mask == 0).expand_as(x)
+    assert torch.equal(out[keep], x[keep])  # bit for bit
+    inside = (mask == 1).expand_as(x)
+    assert (out[inside] != x[inside]).float().mean() > 0.5  # it does regenerate
+    assert 0.0 <= float(out.min()) and float(out.max()) <= 1.0
+    assert torch.equal(out, model.refine(x, mask, y, strength=0.3, steps=5, seed=3))
+    other = model.refine(x, mask, y, strength=0.3, steps=5, seed=4)
+    assert not torch.equal(out[inside], other[inside])
+    # explicit noise: the seed's own draw reproduces it; another draw does not
+    same = model.refine(x, mask, y, strength=0.3, steps=5, seed=3,
+                        noise=model.make_noise(4, seed=3))
+    assert torch.equal(out, same)
+    # (B,H,W) masks and one label for all are accepted
+    out2 = model.refine(x[:2], mask[:2, 0], 1, strength=0.3, steps=5, seed=3)
+    assert torch.equal(out2[(mask[:2] == 0).expand_as(x[:2])], x[:2][(mask[:2] == 0).expand_as(x[:2])])
+    # chunking gives the same result (up to float round-off)
+    chunked = model.refine(x, mask, y, strength=0.3, steps=5, seed=3, batch_size=3)
+    assert torch.allclose(chunked, out, atol=1e-4)
+    assert torch.equal(chunked[keep], x[keep])
+
+
+def test_refine_zero_mask_is_a_no_op_without_model_calls(trained, refine_inputs, monkeypatch):
+    model, _ = trained
+    x, mask, y = refine_inputs
+    calls = []
+    real = model.unet.forward
+
+    def counting(*a, **k):
+        calls.append(len(a[0]))
+        return real(*a, **k)
+    monkeypatch.setattr(model.unet, "forward", counting)
+    out = model.refine(x, torch.zeros_like(mask), y)
+    assert torch.equal(out, x) and out is not x and calls == []
+    # mixed batch: empty-mask images untouched, one UNet call per step for the others
+    m = mask.clone()
+    m[1] = 0
+    out = model.refine(x, m, y, steps=4)
+    assert torch.equal(out[1], x[1]) and calls == [3] * 4
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(mask=torch.zeros((4, 1, 28, 27))), "mask"),
+    (dict(mask=torch.zeros((3, 1, 28, 28))), "mask"),
+    (dict(mask=torch.zeros((4, 2, 28, 28))), "mask"),
+    (dict(mask=torch.full((4, 1, 28, 28), 1.5)), "mask"),
+    (dict(mask=torch.full((4, 1, 28, 28), -0.5)), "mask"),
+    (dict(labels=torch.tensor([0, 1, 2, 0])), "class index 2"),
+    (dict(labels=torch.tensor([0, -1, 1, 0])), "class index -1"),
+    (dict(labels=torch.tensor([0, 1])), "labels"),
+    (dict(strength=0.0), "strength"),
+    (dict(strength=1.5), "strength"),
+    (dict(steps=0), "steps"),
+    (dict(steps=400, strength=0.3), "steps"),
+    (dict(x=torch.rand((4, 3, 28, 28))), "x"),
+    (dict(x=torch.rand((4, 1, 32, 32))), "x"),
+    (dict(x=torch.rand((4, 1, 28, 28)) * 2), r"x: values"),
+    (dict(noise=torch.zeros((4, 1, 32, 32))), "noise"),
+])
+def test_refine_rejects_bad_arguments(trained, refine_inputs, kw, match):
+    model, _ = trained
+    x, mask, y = refine_inputs
+    args = dict(x=x, mask=mask, labels=y, strength=0.3, steps=3)
+    args.update(kw)
+    with pytest.raises(ValueError, match=match):
+        model.refine(**args)
+
+
+def test_refine_strength_one_is_allowed(trained, refine_inputs):
+    model, _ = trained
+    x, mask, y = refine_inputs
+    out = model.refine(x, mask, y, strength=1.0, steps=2)
+    keep = (mask == 0).expand_as(x)
+    assert torch.equal(out[keep], x[keep])
+
+
+# --------------------------------------------------------------------------- vary
+def test_vary_shape_range_determinism(trained, refine_inputs):
+    model, _ = trained
+    x, _, y = refine_inputs
+    a = model.vary(x, y, strength=0.5, steps=3, seed=1)
+    assert a.shape == x.shape and a.dtype == x.dtype
+    assert 0.0 <= float(a.min()) and float(a.max()) <= 1.0
+    assert not torch.equal(a, x)
+    assert torch.equal(a, model.vary(x, y, strength=0.5, steps=3, seed=1))
+    assert not torch.equal(a, model.vary(x, y, strength=0.5, steps=3, seed=2))
+    assert model._partial_timesteps(0.5, None, 2) == [499, 249]  # default: sample spacing
+    with pytest.raises(ValueError, match="strength"):
+        model.vary(x, y, strength=0.0)
+    with pytest.raises(ValueError, match="class index"):
+        model.vary(x, 5)
