@@ -65,9 +65,43 @@ def baseline_section(fig: Path, profile: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def saliency_section(fig: Path, profile: str) -> str:
+    a, g = fig / "03_gradcam_agreement.csv", fig / "03_guidance_val_metrics.csv"
+    if not a.is_file() or not g.is_file():
+        return ""
+    t = pd.read_csv(g).merge(pd.read_csv(a), on="dataset")
+    r = fig / "03_saliency_regions.csv"
+    if r.is_file():
+        t = t.merge(pd.read_csv(r)[["dataset", "high_region_frac", "background_frac"]], on="dataset")
+    t = t.drop(columns=[c for c in ("n_images", "mean_abs_diff") if c in t])
+    return "\n".join([
+        f"### Guidance classifier and Grad-CAM, profile `{profile}` "
+        f"(from `figures/{profile}/03_*.csv`)", "",
+        t.to_markdown(index=False, floatfmt=".3g"), "",
+        "`max_abs_diff`: largest difference between `mdlib.saliency.gradcam` and "
+        "pytorch-grad-cam's `GradCAM` on the gallery images (tolerance 1e-3). "
+        "`high_region_frac` / `background_frac`: mean share of an image with saliency above "
+        "`tau_h` / at most `tau_b` (training split).", ""])
+
+
+def diffusion_section(fig: Path, profile: str) -> str:
+    q = fig / "04_sample_quality.csv"
+    if not q.is_file():
+        return ""
+    t = pd.read_csv(q)
+    return "\n".join([
+        f"### Diffusion generator, profile `{profile}` (from `figures/{profile}/04_sample_quality.csv`)",
+        "", t.to_markdown(index=False, floatfmt=".3f"), "",
+        "`label_agreement_ratio` = the guidance classifier's accuracy on generated samples "
+        "(their conditioning class as label) / its accuracy on real test images. "
+        "`fd_*`: Fréchet distance in the guidance classifier's penultimate feature space; "
+        "`fd_train_vs_test` (real vs real) is the floor.", ""])
+
+
 def render(profile: str, wall_s: float | None = None) -> str:
     fig = paths.figures_dir() / profile
-    parts = [baseline_section(fig, profile)]
+    parts = [baseline_section(fig, profile), saliency_section(fig, profile),
+             diffusion_section(fig, profile)]
     study = fig / "study_wall_time.json"
     if wall_s is not None:
         write_json(study, {"profile": profile, "wall_s": wall_s})
@@ -75,7 +109,7 @@ def render(profile: str, wall_s: float | None = None) -> str:
         w = json.loads(study.read_text())["wall_s"]
         parts.append(f"Wall time of the last `make study PROFILE={profile}` (all notebooks): "
                      f"{w / 60:.1f} min.\n")
-    return "\n".join(parts)
+    return "\n".join(p for p in parts if p)
 
 
 def update_readme(text: str, readme: Path | None = None) -> None:
