@@ -136,6 +136,7 @@ class DiffusionConfig:
     ema_decay: float = 0.995
     loss: str = "l2"
     huber_delta: float = 1.0
+    class_dropout: float = 0.0
     seed: int = 0
     checkpoint_every: int = 500
     sample_steps: int = 50
@@ -185,6 +186,10 @@ class DiffusionConfig:
             raise ValueError(f"DiffusionConfig.ema_decay={self.ema_decay!r}: must be in [0, 1)")
         if self.loss not in LOSSES:
             raise ValueError(f"DiffusionConfig.loss={self.loss!r}: expected one of {LOSSES}")
+        if not _is_num(self.class_dropout) or not 0.0 <= self.class_dropout < 1.0:
+            raise ValueError(f"DiffusionConfig.class_dropout={self.class_dropout!r}: must be "
+                             "in [0, 1)")
+        self.class_dropout = float(self.class_dropout)
         if not _is_num(self.huber_delta) or self.huber_delta <= 0:
             raise ValueError(f"DiffusionConfig.huber_delta={self.huber_delta!r}: must be a "
                              "finite number > 0")
@@ -287,7 +292,7 @@ def build_unet(cfg: DiffusionConfig):
             block_out_channels=cfg.block_out_channels, layers_per_block=cfg.layers_per_block,
             down_block_types=down, up_block_types=up, add_attention=cfg.attention,
             attention_head_dim=8, norm_num_groups=cfg.groups,
-            num_class_embeds=cfg.n_classes)
+            num_class_embeds=cfg.n_classes + (1 if cfg.class_dropout > 0 else 0))
 
 
 def build_ddpm_scheduler(cfg: DiffusionConfig):
@@ -595,8 +600,12 @@ def train_diffusion(x_train: Any, y_train: Any, cfg: DiffusionConfig,
             t = torch.randint(0, T, (bs,), generator=gen)
             noise = torch.randn(shape, generator=gen)
             idx, t, noise = idx.to(device), t.to(device), noise.to(device)
+            labels = y_dev[idx]
+            if cfg.class_dropout > 0:  # classifier-free guidance: train the null class too
+                drop = (torch.rand((bs,), generator=gen) < cfg.class_dropout).to(device)
+                labels = torch.where(drop, torch.full_like(labels, cfg.n_classes), labels)
             noisy = ddpm.add_noise(x0[idx], noise, t)
-            pred = unet(noisy, t, class_labels=y_dev[idx]).sample
+            pred = unet(noisy, t, class_labels=labels).sample
             if cfg.loss == "l2":
                 loss = F.mse_loss(pred, noise)
             else:
@@ -681,6 +690,35 @@ class DiffusionModel:
         self.step = step
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.state = state or {}
+        self.guidance_scale = 1.0
+
+    @property
+    def guidance_scale(self) -> float:
+        """Classifier-free guidance weight ``w`` used by :meth:`sample`, :meth:`refine` and
+        :meth:`vary`: ``eps = eps(x, null) + w * (eps(x, y) - eps(x, null))``. 1.0 (the
+        default) is plain conditional sampling with one UNet call per step; other values
+        need a model trained with ``class_dropout > 0`` and cost two UNet evaluations
+        (one batched call) per step."""
+        return self._guidance_scale
+
+    @guidance_scale.setter
+    def guidance_scale(self, w: float) -> None:
+        if not _is_num(w) or w < 0:
+            raise ValueError(f"guidance_scale={w!r}: must be a finite number >= 0")
+        if float(w) != 1.0 and self.cfg.class_dropout <= 0:
+            raise ValueError(f"guidance_scale={w}: classifier-free guidance needs a model "
+                             "trained with class_dropout > 0 (this one has none); use 1.0")
+        self._guidance_scale = float(w)
+
+    def _eps(self, xt: torch.Tensor, tt: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        w = self._guidance_scale
+        if w == 1.0:
+            return self.unet(xt, tt, class_labels=labels).sample
+        null = torch.full_like(labels, self.cfg.n_classes)
+        both = self.unet(torch.cat([xt, xt]), torch.cat([tt, tt]),
+                         class_labels=torch.cat([labels, null])).sample
+        cond, unc = both.chunk(2)
+        return unc + w * (cond - unc)
 
     def __repr__(self) -> str:
         c = self.cfg
@@ -808,7 +846,7 @@ class DiffusionModel:
         for i, t in enumerate(ts):
             t_prev = ts[i + 1] if i + 1 < len(ts) else -1
             tt = torch.full((len(xt),), t, dtype=torch.long, device=xt.device)
-            eps = self.unet(xt, tt, class_labels=labels).sample
+            eps = self._eps(xt, tt, labels)
             xt = self._ddim_step(xt, eps, t, t_prev)
             if maskw is not None:
                 known = x0w if t_prev < 0 else self._noised(x0w, noise, t_prev)
@@ -885,7 +923,7 @@ class DiffusionModel:
                 yb = y[i:j].to(self.device)
                 for t in timesteps:
                     tt = torch.full((j - i,), int(t), dtype=torch.long, device=self.device)
-                    eps = self.unet(xt, tt, class_labels=yb).sample
+                    eps = self._eps(xt, tt, yb)
                     xt = self.ddim.step(eps, int(t), xt).prev_sample
                     bar.update(1)
                 out[i:j] = _crop((xt.float().cpu() + 1.0) / 2.0, c).clamp(0.0, 1.0)

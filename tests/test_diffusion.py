@@ -415,3 +415,33 @@ def test_vary_shape_range_determinism(trained, refine_inputs):
         model.vary(x, y, strength=0.0)
     with pytest.raises(ValueError, match="class index"):
         model.vary(x, 5)
+
+
+def test_classifier_free_guidance(breast, trained, tmp_path):
+    """class_dropout adds a null class; guidance_scale 1 is plain conditional sampling, other
+    scales combine conditional and unconditional predictions; a model trained without
+    class dropout refuses guidance."""
+    plain, _ = trained
+    with pytest.raises(ValueError, match="class_dropout"):
+        plain.guidance_scale = 2.0
+    with pytest.raises(ValueError, match="class_dropout"):
+        tiny_cfg(class_dropout=1.0)
+    model = train_diffusion(*breast, tiny_cfg(class_dropout=0.2), tmp_path / "m", progress=False)
+    assert model.unet.config.num_class_embeds == 3
+    with pytest.raises(ValueError, match="guidance_scale"):
+        model.guidance_scale = -1.0
+    x1, y1 = model.sample(n_per_class=2, seed=3, steps=3, progress=False)
+    model.guidance_scale = 0.0  # w = 0: the unconditional model alone
+    x0, _ = model.sample(n_per_class=2, seed=3, steps=3, progress=False)
+    model.guidance_scale = 2.5
+    x2, y2 = model.sample(n_per_class=2, seed=3, steps=3, progress=False)
+    assert torch.equal(y1, y2) and torch.isfinite(x2).all()
+    assert x2.min() >= 0 and x2.max() <= 1
+    assert not torch.equal(x1, x2) and not torch.equal(x0, x1)
+    # w = 0 ignores the label: both classes from the same noise give the same image
+    model.guidance_scale = 0.0
+    a, _ = model.sample(labels=[0], seed=5, steps=3, progress=False)
+    b, _ = model.sample(labels=[1], seed=5, steps=3, progress=False)
+    torch.testing.assert_close(a, b)
+    reloaded = DiffusionModel.load(tmp_path / "m")
+    assert reloaded.cfg.class_dropout == 0.2 and reloaded.guidance_scale == 1.0
