@@ -191,8 +191,7 @@ def train_classifier(data: ImageDataset, cfg: TrainConfig,
                 order = torch.cat([order, torch.randperm(len(pool_x), generator=gen)])
             idx, order = order[:cfg.batch_size], order[cfg.batch_size:]
             xb, yb = pool_x[idx], pool_y[idx]
-            xb = augmentation.per_sample(xb, gen)
-            xb, yb = augmentation.mix_batch(xb, yb, gen)
+            xb, yb = augmentation.apply(xb, yb, gen)
             xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
             loss = soft_cross_entropy(model(xb), yb)
             opt.zero_grad(set_to_none=True)
