@@ -248,3 +248,166 @@ def loss_curves(curves: dict, smooth: int = 50):
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def _hwc(a) -> np.ndarray:
+    a = np.asarray(a)
+    return a.transpose(0, 2, 3, 1) if a.ndim == 4 and a.shape[1] in (1, 3) else a
+
+
+def augmentation_grid(columns: dict, row_labels: list[str], title: str = ""):
+    """Paper Fig. 3: one row per source image, one column per method. ``columns``:
+    method -> images (N,C,H,W) float in [0, 1] (the same N source images in every
+    column)."""
+    names = list(columns)
+    n = len(row_labels)
+    fig, axes = plt.subplots(n, len(names), figsize=(1.45 * len(names), 1.45 * n), squeeze=False)
+    for j, m in enumerate(names):
+        imgs = _hwc(columns[m])
+        for i in range(n):
+            show_image(axes[i, j], imgs[i])
+            if i == 0:
+                axes[i, j].set_title(m, fontsize=8)
+        for i in range(n):
+            axes[i, 0].set_ylabel(row_labels[i], fontsize=7)
+    if title:
+        fig.suptitle(title, y=1.0, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def mdm_gradcam_figure(x1, cam1, xa, cama, row_labels: list[str], title: str = ""):
+    """Paper Fig. 7: original, its Grad-CAM, the MedDiffuseMix image, its Grad-CAM (for
+    the original's label)."""
+    x1, xa = _hwc(x1), _hwc(xa)
+    n = len(row_labels)
+    fig, axes = plt.subplots(n, 4, figsize=(1.6 * 4, 1.6 * n), squeeze=False)
+    heads = ("original", "Grad-CAM", "MedDiffuseMix", "Grad-CAM")
+    for i in range(n):
+        show_image(axes[i, 0], x1[i])
+        overlay(axes[i, 1], x1[i], np.asarray(cam1[i]))
+        show_image(axes[i, 2], xa[i])
+        overlay(axes[i, 3], xa[i], np.asarray(cama[i]))
+        axes[i, 0].set_ylabel(row_labels[i], fontsize=7)
+    for j, h in enumerate(heads):
+        axes[0, j].set_title(h, fontsize=8)
+    if title:
+        fig.suptitle(title, y=1.0, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def alpha_hist(records: dict):
+    """MedDiffuseMix: distribution of the initial and final alpha per dataset."""
+    fig, axes = plt.subplots(1, len(records), figsize=(3.4 * len(records), 2.6), squeeze=False)
+    for ax, (name, rec) in zip(axes[0], records.items()):
+        bins = np.linspace(0, max(0.85, float(rec["alpha_initial"].max()) + 0.05), 30)
+        ax.hist(rec["alpha_initial"], bins=bins, alpha=0.6, label="adaptive alpha (Eq. 6)")
+        ax.hist(rec["alpha"], bins=bins, alpha=0.6, label="after the preservation check")
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("alpha")
+    axes[0, 0].set_ylabel("images")
+    axes[0, 0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+METHOD_LABELS = {"no_aug": "No Aug", "standard_aug": "Standard Aug", "mixup": "Mixup",
+                 "saliencymix": "SaliencyMix", "genmix": "GenMix", "dba": "DBA",
+                 "meddiffusemix": "MedDiffuseMix"}
+
+
+def gain_bars(summary: pd.DataFrame, base: str = "no_aug", method: str = "meddiffusemix",
+              metric: str = "test_acc"):
+    """Paper Fig. 2: per dataset and backbone, ``base`` vs ``method`` (mean +- std over
+    seeds), the gain written above each pair and the average gain in the title."""
+    s = summary[summary.method.isin([base, method])]
+    groups = list(s.groupby(["dataset", "model"], sort=False).groups)
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.6 * len(groups)), 3.2))
+    w, gains = 0.38, []
+    for i, (d, m) in enumerate(groups):
+        g = s[(s.dataset == d) & (s.model == m)].set_index("method")
+        for j, meth in enumerate((base, method)):
+            if meth in g.index:
+                ax.bar(i + (j - 0.5) * w, g.loc[meth, f"{metric}_mean"], w,
+                       yerr=g.loc[meth, f"{metric}_std"], capsize=3,
+                       color=("#9aa5b1", "#c0392b")[j], label=METHOD_LABELS.get(meth, meth) if i == 0 else None)
+        if base in g.index and method in g.index:
+            gain = g.loc[method, f"{metric}_mean"] - g.loc[base, f"{metric}_mean"]
+            gains.append(gain)
+            top = max(g.loc[base, f"{metric}_mean"] + np.nan_to_num(g.loc[base, f"{metric}_std"]),
+                      g.loc[method, f"{metric}_mean"] + np.nan_to_num(g.loc[method, f"{metric}_std"]))
+            ax.text(i, top + 0.01, f"{gain:+.3f}", ha="center", fontsize=8)
+    ax.set_xticks(range(len(groups)))
+    ax.set_xticklabels([f"{d}\n{m}" for d, m in groups], fontsize=8)
+    lo = float(np.nanmin(s[f"{metric}_mean"])) if len(s) else 0
+    ax.set_ylim(max(0.0, lo - 0.15), 1.02)
+    ax.set_ylabel(metric.replace("test_", "test ").upper())
+    avg = f"average gain {np.mean(gains):+.3f}" if gains else "no pairs"
+    ax.set_title(f"{METHOD_LABELS.get(base, base)} vs {METHOD_LABELS.get(method, method)} ({avg})",
+                 fontsize=9)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def ablation_bars(summary: pd.DataFrame, order: list[str], metric: str = "test_acc",
+                  reference: pd.DataFrame | None = None):
+    """Paper Fig. 4: per dataset, full MedDiffuseMix and each component removed (mean +-
+    std over seeds); a dashed line per dataset for the No-Aug reference if given."""
+    ds = list(dict.fromkeys(summary["dataset"]))
+    fig, axes = plt.subplots(1, len(ds), figsize=(3.6 * len(ds), 3.2), squeeze=False)
+    pal = sns.color_palette("deep", len(order))
+    for ax, d in zip(axes[0], ds):
+        g = summary[summary.dataset == d].set_index("variant")
+        vals = [g.loc[v, f"{metric}_mean"] if v in g.index else np.nan for v in order]
+        errs = [g.loc[v, f"{metric}_std"] if v in g.index else np.nan for v in order]
+        ax.bar(range(len(order)), vals, yerr=np.nan_to_num(errs), color=pal, capsize=3)
+        if reference is not None and d in set(reference["dataset"]):
+            r = float(reference.loc[reference.dataset == d, f"{metric}_mean"].iloc[0])
+            ax.axhline(r, ls="--", c="k", lw=1, label="No Aug")
+            ax.legend(fontsize=7, loc="lower right")
+        ax.set_xticks(range(len(order)))
+        ax.set_xticklabels(order, rotation=35, ha="right", fontsize=7)
+        finite = [v for v in vals if np.isfinite(v)]
+        if finite:
+            ax.set_ylim(max(0.0, min(finite) - 0.1), min(1.02, max(finite) + 0.06))
+        ax.set_title(d, fontsize=9)
+    axes[0, 0].set_ylabel(metric.replace("test_", "test ").upper())
+    fig.tight_layout()
+    return fig
+
+
+def sensitivity_panels(curves: dict, heat: pd.DataFrame | None, metric: str, defaults: dict,
+                       stable: dict):
+    """Paper Fig. 5: one line panel per swept scalar (``curves``: name -> DataFrame with
+    columns value, dataset, mean, std), stable ranges shaded (``stable``: (name, dataset) ->
+    (lo, hi)), and a tau_h x tau_b heatmap per dataset (``heat``: dataset, tau_h, tau_b,
+    mean)."""
+    ds = sorted({d for c in curves.values() for d in c["dataset"]})
+    n_heat = len(ds) if heat is not None and len(heat) else 0
+    ncols = len(curves) + n_heat
+    fig, axes = plt.subplots(1, ncols, figsize=(3.3 * ncols, 3.0), squeeze=False)
+    pal = dict(zip(ds, sns.color_palette("deep", len(ds))))
+    for ax, (name, c) in zip(axes[0], curves.items()):
+        for d, g in c.groupby("dataset"):
+            g = g.sort_values("value")
+            ax.errorbar(g["value"], g["mean"], yerr=np.nan_to_num(g["std"]), marker="o", ms=3,
+                        capsize=2, color=pal[d], label=d)
+            if (name, d) in stable:
+                lo, hi = stable[name, d]
+                ax.axvspan(lo, hi, color=pal[d], alpha=0.12)
+        if name in defaults:
+            ax.axvline(defaults[name], ls=":", c="k", lw=1)
+        ax.set_xlabel(name)
+        ax.set_title(f"{name} (dotted: default)", fontsize=9)
+    axes[0, 0].set_ylabel(metric)
+    axes[0, 0].legend(fontsize=7)
+    for k, d in enumerate(ds[:n_heat]):
+        ax = axes[0, len(curves) + k]
+        h = heat[heat.dataset == d].pivot(index="tau_h", columns="tau_b", values="mean")
+        sns.heatmap(h, annot=True, fmt=".3f", cmap="viridis", ax=ax, cbar=False,
+                    annot_kws={"fontsize": 7})
+        ax.set_title(f"{d}: {metric}", fontsize=9)
+    fig.tight_layout()
+    return fig

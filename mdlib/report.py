@@ -98,10 +98,73 @@ def diffusion_section(fig: Path, profile: str) -> str:
         "`fd_train_vs_test` (real vs real) is the floor.", ""])
 
 
+def preservation_section(fig: Path, profile: str) -> str:
+    q = fig / "05_preservation.csv"
+    if not q.is_file():
+        return ""
+    t = pd.read_csv(q)
+    cols = ["dataset", "method", "n", "saliency_kept", "saliency_kept_ge_0.7", "label_agreement",
+            "changed", "psnr_in", "ssim_in", "psnr_out", "ssim_out", "accept_rate",
+            "mean_retries", "noop_rate", "mean_alpha"]
+    t = t[[c for c in cols if c in t]]
+    return "\n".join([
+        f"### Saliency preservation of every method, profile `{profile}` "
+        f"(from `figures/{profile}/05_preservation.csv`)", "",
+        t.to_markdown(index=False, floatfmt=".3f"), "",
+        "Same training images for every method (each once as `x1`). `saliency_kept`: mean "
+        "Grad-CAM of the augmented image (for `x1`'s label) inside `R_h(x1)` (Eq. 8); "
+        "`saliency_kept_ge_0.7`: share of images at or above delta = 0.7; `label_agreement`: "
+        "the guidance classifier predicts the dominant class of the augmented label; "
+        "`changed`: mean absolute pixel change; PSNR / SSIM against `x1` inside (`_in`) and "
+        "outside (`_out`) `R_h(x1)` (inf: identical). The last four columns are "
+        "MedDiffuseMix's own records.", ""])
+
+
+def study_section(fig: Path, profile: str) -> str:
+    """Tables 2 / 3, the paired tests, the ablation and the sensitivity summary."""
+    out = []
+    t2, t3 = fig / "07_table2_accuracy.md", fig / "07_table3_metrics.md"
+    if t2.is_file():
+        out += [f"### Table 2: test accuracy, mean ± std over seeds, profile `{profile}` "
+                f"(from `figures/{profile}/07_table2_accuracy.md`)", "", t2.read_text().strip(), ""]
+    if t3.is_file():
+        out += [f"### Table 3: precision / recall / F1 / AUC (from `figures/{profile}/07_table3_metrics.md`)",
+                "", t3.read_text().strip(), ""]
+    sig = fig / "07_significance.csv"
+    if sig.is_file():
+        t = pd.read_csv(sig)
+        if len(t):
+            cols = ["dataset", "model", "method", "reference", "n_pairs", "diff", "t_p", "t_p_holm",
+                    "img_lo", "img_hi", "boot_p_holm"]
+            out += [f"### Paired tests (from `figures/{profile}/07_significance.csv`)", "",
+                    t[[c for c in cols if c in t]].to_markdown(index=False, floatfmt=".3f"), "",
+                    "`diff`: mean test-accuracy difference (method − reference) over seeds matched "
+                    "by seed; `t_p`: paired t-test over seeds; `img_lo`/`img_hi`: 95% paired "
+                    "bootstrap interval over test images of the seed-averaged accuracy difference; "
+                    "`_holm`: Holm-adjusted within each dataset/backbone. The best baseline is "
+                    "chosen on validation accuracy.", ""]
+    ab = fig / "08_ablation.csv"
+    if ab.is_file():
+        t = pd.read_csv(ab)
+        cols = ["dataset", "variant", "seeds", "test_acc_mean", "test_acc_std", "delta_vs_full"]
+        out += [f"### Ablation (Fig. 4; from `figures/{profile}/08_ablation.csv`)", "",
+                t[[c for c in cols if c in t]].to_markdown(index=False, floatfmt=".3f"), ""]
+    se = fig / "09_sensitivity_summary.csv"
+    if se.is_file():
+        out += [f"### Sensitivity on validation (Fig. 5; from `figures/{profile}/09_sensitivity_summary.csv`)",
+                "", pd.read_csv(se).to_markdown(index=False, floatfmt=".3f"), ""]
+    ts = fig / "11_tsne_separability.csv"
+    if ts.is_file():
+        out += [f"### Feature separability (from `figures/{profile}/11_tsne_separability.csv`)", "",
+                pd.read_csv(ts).to_markdown(index=False, floatfmt=".3f"), ""]
+    return "\n".join(out)
+
+
 def render(profile: str, wall_s: float | None = None) -> str:
     fig = paths.figures_dir() / profile
     parts = [baseline_section(fig, profile), saliency_section(fig, profile),
-             diffusion_section(fig, profile)]
+             diffusion_section(fig, profile), preservation_section(fig, profile),
+             study_section(fig, profile)]
     study = fig / "study_wall_time.json"
     if wall_s is not None:
         write_json(study, {"profile": profile, "wall_s": wall_s})

@@ -5,6 +5,8 @@ results into tidy tables.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
@@ -43,14 +45,21 @@ def train_config(prof: dict, dataset: str, seed: int, section: str = "baseline",
 
 def load_data(prof: dict, dataset: str, seed: int = 0) -> tuple[data_mod.ImageDataset, np.ndarray | None]:
     """Load ``dataset`` at the profile's image size and apply its limited-data regime
-    (a seeded, stratified per-class subset of the training split). Returns the dataset and
-    the kept training indices (None = full split)."""
+    (a seeded, stratified per-class subset of the training split: ``{fraction: f}`` or
+    ``{per_class: n}``, drawn with the run's seed, or with ``seed: s`` when given, so that
+    every run shares one fixed subset). Returns the dataset and the kept training indices
+    (None = full split)."""
     ds = data_mod.load_dataset(dataset, prof["image_size"])
     lim = prof.get("limited_data")
     if not lim:
         return ds, None
+    unknown = set(lim) - {"fraction", "per_class", "seed"}
+    if unknown:
+        raise ValueError(f"profile {prof.get('name')}: limited_data has unknown key(s) "
+                         f"{sorted(unknown)}; expected fraction or per_class, and optionally seed")
     idx = data_mod.subsample_per_class(ds.y("train"), fraction=lim.get("fraction"),
-                                       per_class=lim.get("per_class"), seed=seed)
+                                       per_class=lim.get("per_class"),
+                                       seed=int(lim.get("seed", seed)))
     return ds.with_train_subset(idx), idx
 
 
@@ -62,20 +71,25 @@ def run_classifier(prof: dict, dataset: str, seed: int, method: str = "no_aug",
 
     Writes ``config.json``, ``environment.json``, ``metrics.csv`` (tidy: split, metric,
     value), ``history.csv``, ``test_predictions.csv`` (per test image: label and class
-    probabilities, for paired tests), ``train_indices.csv`` (limited-data subset) and the
-    selected weights ``model.safetensors``."""
+    probabilities, for paired tests), ``test_features.npz`` (penultimate features of the
+    test images, for t-SNE), ``train_indices.csv`` (limited-data subset), the selected
+    weights ``model.safetensors``, and for offline methods ``bank_records.csv``."""
     cfg = train_config(prof, dataset, seed, **train_overrides)
     aug = augment.get(method, **(method_params or {}))
     config = {"dataset": dataset, "image_size": prof["image_size"],
               "limited_data": prof.get("limited_data"), "train": cfg.to_dict(),
               "augmentation": aug.config()}
+    if aug.offline and bank_extras is None:
+        bank_extras = bank_resources(prof, dataset, seed, aug, progress=progress)
+    if aug.offline:  # the generator / guidance runs the bank came from are part of the config
+        config["resources"] = bank_extras.get("resources", {})
 
     def work(run: Run) -> dict:
         data, idx = load_data(prof, dataset, seed)
         if idx is not None:
             run.write_csv("train_indices.csv", pd.DataFrame({"train_index": idx}))
         res = train_classifier(data, cfg, aug, bank_extras=bank_extras, run_dir=run.dir,
-                               progress=progress)
+                               progress=progress, keep_model=True)
         rows = [{"split": s, "metric": k, "value": v}
                 for s, m in (("val", res.val), ("test", res.test)) for k, v in m.items()]
         run.write_csv("metrics.csv", pd.DataFrame(rows))
@@ -84,13 +98,150 @@ def run_classifier(prof: dict, dataset: str, seed: int, method: str = "no_aug",
         pred.insert(0, "label", res.test_labels)
         pred.insert(0, "test_index", np.arange(len(pred)))
         run.write_csv("test_predictions.csv", pred)
+        import torch
+
+        from .models import embed
+        from .runs import atomic_path
+        from .train import to_tensor
+        with torch.no_grad():  # test-set features of the selected model (for t-SNE)
+            feats = embed(res.model.cpu(), to_tensor(data.x("test"))).numpy()
+        with atomic_path(run.path("test_features.npz")) as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, features=feats.astype(np.float32), labels=res.test_labels)
         save_checkpoint(run.path("model.safetensors"), res.state_dict,
                         {"model": cfg.model, "n_classes": data.n_classes,
                          "channels": data.channels, "image_size": data.size})
+        if aug.offline:
+            run.write_json("bank.json", {"bank_dir": str(bank_extras["bank_dir"])})
         return {"best_epoch": res.best_epoch, "train_wall_s": res.wall_s,
                 "n_train": int(len(data.y("train")))}
 
     return run_once(task, prof["name"], config, work)
+
+
+def load_bank(run: Run):
+    """The offline bank a classifier run trained with: ``(x float32 (M,C,H,W), soft labels
+    (M,K), records DataFrame)`` read from its bank directory (all generated images,
+    including any that ``on_fail="drop"`` left out of training; see ``records.kept``)."""
+    import torch
+    info = run.read_json("bank.json")
+    d = Path(info["bank_dir"])
+    parts = sorted(d.glob("part_*.npz"))
+    if not parts:
+        raise FileNotFoundError(f"{d}: no bank parts found for run {run.dir}")
+    xs, ys, recs = [], [], []
+    for f in parts:
+        with np.load(f, allow_pickle=False) as z:
+            xs.append(z["x"])
+            ys.append(z["y"])
+            recs.append(pd.DataFrame({k[5:]: z[k] for k in z.files if k.startswith("rec__")}))
+    return (torch.from_numpy(np.concatenate(xs)), torch.from_numpy(np.concatenate(ys)),
+            pd.concat(recs, ignore_index=True))
+
+
+#: methods that an online p (share of augmented images per batch) applies to
+ONLINE_METHODS = ("standard_aug", "mixup", "saliencymix")
+OFFLINE_METHODS = ("genmix", "dba", "meddiffusemix")
+ALL_METHODS = ("no_aug",) + ONLINE_METHODS + OFFLINE_METHODS
+#: MedDiffuseMix's per-modality conservativeness omega (METHODS.md section 1)
+OMEGA = {"xray": 0.7, "ultrasound": 0.7}
+
+
+def study_setup(prof: dict, dataset: str, limited_data=None, train: dict | None = None
+                ) -> tuple[dict, dict]:
+    """The profile and training overrides for one run of the study (notebook 06).
+
+    ``limited_data=None`` takes the profile's ``study: {<dataset>: {limited_data: ...}}``
+    setting when there is one (else the profile's own regime); any other value replaces
+    the regime as a whole (``"full"`` or ``{}``: the full training split). The training
+    overrides are the study setting's ``train`` updated by ``train``.
+    Returns ``(profile copy, train overrides)``."""
+    import copy
+    prof = copy.deepcopy(prof)
+    per = (prof.get("study") or {}).get(dataset) or {}
+    if limited_data is not None:
+        prof["limited_data"] = None if limited_data in ("full", {}) else dict(limited_data)
+    elif "limited_data" in per:
+        prof["limited_data"] = dict(per["limited_data"]) if per["limited_data"] else None
+    t = dict(per.get("train") or {})
+    t.update(train or {})
+    return prof, t
+
+
+def resource_seed(prof: dict, seed: int) -> int:
+    """Seed of the guidance classifier and diffusion model that a classifier of ``seed``
+    uses: with the full training split every seed shares the seed-0 ones (they are fixed
+    resources, like pretrained weights), and so do they with a fixed limited-data subset
+    (``limited_data: {..., seed: s}``); with a per-seed subset each seed has its own
+    resources, trained on that subset only."""
+    lim = prof.get("limited_data")
+    return int(seed) if lim and "seed" not in lim else 0
+
+
+def method_params(prof: dict, dataset: str, method: str, **overrides) -> dict:
+    """The profile's parameters of ``method`` for ``dataset``, with the equal budget of
+    the module docstring of :mod:`mdlib.augment`: online methods augment each image with
+    probability ``p = augment.fraction`` (profile), offline methods add
+    ``n_per_image = p / (1 - p)`` images per real one. MedDiffuseMix: ``omega`` from the
+    dataset's modality, ``sigma`` scaled with the image size from ``sigma_px_at_28``."""
+    if method not in ALL_METHODS:
+        raise ValueError(f"unknown augmentation method '{method}'; known: {list(ALL_METHODS)}")
+    sec = prof.get("augment") or {}
+    frac = float(sec.get("fraction", 0.5))
+    if not 0 < frac < 1:
+        raise ValueError(f"profile {prof['name']}: augment.fraction={frac} must be in (0, 1)")
+    params = dict(sec.get(method) or {})
+    if method in ONLINE_METHODS:
+        params.setdefault("p", frac)
+    elif method in OFFLINE_METHODS:
+        params.setdefault("n_per_image", frac / (1 - frac))
+    spec = data_mod.MEDMNIST.get(dataset) or data_mod.FOLDERS.get(dataset)
+    modality = spec.modality if spec is not None else "unknown"
+    if method == "standard_aug":
+        params.setdefault("hflip", modality == "histopathology")
+        params.setdefault("vflip", modality == "histopathology")
+    if method == "meddiffusemix":
+        mdm = dict(prof.get("meddiffusemix") or {})
+        s28 = mdm.pop("sigma_px_at_28", 1.5)
+        mdm.setdefault("sigma", round(float(s28) * prof["image_size"] / 28, 4))
+        mdm.setdefault("omega", OMEGA.get(modality, 1.0))
+        params = {**mdm, **params}
+    params.update(overrides)
+    return params
+
+
+def bank_resources(prof: dict, dataset: str, seed: int, aug, progress: bool = True) -> dict:
+    """What an offline method's bank needs (``BankContext.extras``): the diffusion model
+    (if it uses one), the guidance classifier and its cached Grad-CAM maps of the
+    training split (MedDiffuseMix), and ``bank_dir`` under ``runs/banks/<profile>/`` keyed
+    by the method, seed, data and resource runs, so that classifiers of other backbones
+    reuse the same bank. All trained on the (limited-data) training split only."""
+    from . import saliency
+    from .runs import config_hash
+    from .train import to_tensor
+    rs = resource_seed(prof, seed)
+    extras: dict = {"progress": progress, "resources": {}}
+    need = aug.requires()
+    if "diffusion" in need:
+        dm, drun = diffusion_model(prof, dataset, rs, progress=progress)
+        extras["diffusion"] = dm
+        extras["resources"]["diffusion"] = drun.hash
+        extras["resources"]["guidance_scale"] = dm.guidance_scale
+    if "guidance" in need or "saliency" in need:
+        g, grun = guidance_model(prof, dataset, rs, progress=progress)
+        extras["guidance"] = g
+        extras["resources"]["guidance"] = grun.hash
+        if "saliency" in need:
+            data, _ = load_data(prof, dataset, seed)
+            sb = int((prof.get("saliency") or {}).get("batch_size", 256))
+            extras["saliency"] = saliency.compute_split_saliency(
+                g, to_tensor(data.x("train")), data.y("train"), batch_size=sb,
+                cache_path=grun.path(f"saliency_train_seed{seed}"))
+    key = {"dataset": dataset, "image_size": prof["image_size"],
+           "limited_data": prof.get("limited_data"), "seed": seed, "method": aug.config(),
+           "resources": extras["resources"]}
+    extras["bank_dir"] = paths.runs_root() / "banks" / prof["name"] / config_hash(key)
+    return extras
 
 
 def guidance_model(prof: dict, dataset: str, seed: int = 0, progress: bool = True):
@@ -128,7 +279,8 @@ def guidance_model(prof: dict, dataset: str, seed: int = 0, progress: bool = Tru
 
 
 #: keys of a profile's ``diffusion`` section that are not DiffusionConfig fields
-_DIFFUSION_STUDY_KEYS = ("datasets", "max_seconds", "n_eval_per_class", "sample_batch", "threads")
+_DIFFUSION_STUDY_KEYS = ("datasets", "max_seconds", "n_eval_per_class", "sample_batch", "threads",
+                         "guidance_scale")
 
 
 def diffusion_model(prof: dict, dataset: str, seed: int = 0, progress: bool = True,
@@ -168,7 +320,9 @@ def diffusion_model(prof: dict, dataset: str, seed: int = 0, progress: bool = Tr
         run.finish(steps=int(st["step"]), train_wall_s=float(st.get("wall_s", 0.0)),
                    stopped_early=bool(st.get("stopped_early", False)),
                    n_train=int(len(data.y("train"))))
-    return DiffusionModel.load(run.path("model")), run
+    model = DiffusionModel.load(run.path("model"))
+    model.guidance_scale = float(study_keys.get("guidance_scale", 1.0))
+    return model, run
 
 
 def run_metrics(run: Run, split: str = "test") -> dict:
