@@ -12,7 +12,7 @@ export MDLIB_DATA_ROOT ?= $(if $(DATA),$(abspath $(DATA)),$(CURDIR)/data)
 
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 
-.PHONY: setup study test test-unit test-notebooks report clean-smoke
+.PHONY: setup study sweep test test-unit test-notebooks report clean-smoke
 
 setup: $(STAMP)
 
@@ -29,16 +29,28 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -c "import cv2, torch, timm, diffusers, pytorch_grad_cam; assert hasattr(cv2, 'saliency')"
 	touch $(STAMP)
 
-# Run every notebook in order with papermill; executed copies go to runs/notebooks/<profile>/.
+# Run every notebook in order with papermill (executed copies: runs/notebooks/<profile>/);
+# notebook 06 (one training run) is executed by the sweeps over studies/*.yaml, between
+# notebooks 05 and 07; then the results section of README.md is rewritten.
+SWEEPS := studies/main_cpu.yaml studies/ablation_cpu.yaml studies/sensitivity_cpu.yaml
+JOBS ?= 2
 study: $(STAMP)
 	@prof="$(PROFILE)"; [ -n "$$prof" ] || prof=$$($(PY) -c "from mdlib.profiles import default_name; print(default_name())"); \
 	echo "== study with profile $$prof, data root $$MDLIB_DATA_ROOT"; \
 	mkdir -p runs/notebooks/$$prof; start=$$(date +%s); \
 	for nb in $(NOTEBOOKS); do \
+	  case "$$(basename $$nb)" in \
+	    06_*) for g in $(SWEEPS); do echo "== sweep $$g"; \
+	            $(PY) -m mdlib.sweep $$g --profile $$prof --jobs $(JOBS) || exit 1; done; continue;; \
+	  esac; \
 	  echo "== $$nb"; \
 	  $(PY) -m papermill --log-level WARNING -p PROFILE $$prof "$$nb" "runs/notebooks/$$prof/$$(basename $$nb)" || exit 1; \
 	done; \
 	$(PY) -m mdlib.report --profile $$prof --wall-s $$(( $$(date +%s) - start ))
+
+# One sweep: make sweep GRID=studies/main_cpu.yaml [PROFILE=cpu] [JOBS=2]
+sweep: $(STAMP)
+	$(PY) -m mdlib.sweep $(GRID) $(if $(PROFILE),--profile $(PROFILE)) --jobs $(JOBS)
 
 # Unit tests, then every notebook executed headlessly by nbval on the smoke profile.
 test: $(STAMP)

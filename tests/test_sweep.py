@@ -1,0 +1,256 @@
+"""The sweep runner (mdlib.sweep): grid checks, expansion, resumability after a kill."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_notebook
+
+from mdlib import paths, sweep
+from mdlib.runs import config_hash
+
+REPO = Path(__file__).resolve().parent.parent
+SMOKE = REPO / "studies" / "smoke.yaml"
+
+
+def write(tmp_path: Path, text: str, name: str = "grid.yaml") -> Path:
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+def tiny_notebook(path: Path) -> Path:
+    """A notebook that runs in a second: fails when X == 1, prints its thread setting and
+    a RUN_DIR line when RUN_DIR is given, appends its start / end times to LOG if given."""
+    nb = new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    p = new_code_cell("PROFILE = 'smoke'\nX = 0\nRUN_DIR = None\nLOG = None\n"
+                      "DATASET = 'breastmnist'\nMETHOD = 'no_aug'\nSEED = 0")
+    p.metadata["tags"] = ["parameters"]
+    nb.cells = [p, new_code_cell(
+        "import os, time\n"
+        "t0 = time.time()\n"
+        "assert X != 1, 'X must not be 1'\n"
+        "print('threads', os.environ.get('OMP_NUM_THREADS'), os.environ.get('MDLIB_THREADS'))\n"
+        "if RUN_DIR:\n"
+        "    os.makedirs(RUN_DIR, exist_ok=True)\n"
+        "    print(f'RUN_DIR={RUN_DIR}')\n"
+        "if LOG:\n"
+        "    time.sleep(1.0)\n"
+        "    with open(LOG, 'a') as f:\n"
+        "        f.write(f'{METHOD} {SEED} {t0} {time.time()}\\n')")]
+    nbformat.write(nb, str(path))
+    return path
+
+
+# --------------------------------------------------------------------------- bad grids
+BASE = "profile: smoke\nnotebook: notebooks/06_train_classifier.ipynb\n"
+BAD = {
+    "unknown_parameter": (BASE + "grid: {DATASET: [breastmnist], SEEDS: [0]}\n", "unknown parameter 'SEEDS'"),
+    "unknown_parameter_fixed": (BASE + "fixed: {LR: 0.1}\ngrid: {SEED: [0]}\n", "unknown parameter 'LR'"),
+    "unknown_parameter_extra": (BASE + "extra: [{SEED: 0, EPOCHS: 3}]\n", "unknown parameter 'EPOCHS'"),
+    "unknown_method": (BASE + "grid: {METHOD: [no_aug, cutmix], SEED: [0]}\n", "unknown method 'cutmix'"),
+    "unknown_dataset": (BASE + "grid: {DATASET: [chestmnist], SEED: [0]}\n", "unknown dataset 'chestmnist'"),
+    "empty_list": (BASE + "grid: {METHOD: [no_aug], SEED: []}\n", "SEED is an empty list"),
+    "no_configurations": (BASE + "fixed: {SEED: 0}\n", "no configurations"),
+    "empty_grids": (BASE + "grids: []\n", "non-empty list"),
+    "missing_notebook": ("profile: smoke\nnotebook: notebooks/99_nope.ipynb\ngrid: {SEED: [0]}\n",
+                         "notebook 'notebooks/99_nope.ipynb' not found"),
+    "unknown_profile": ("profile: tpu\ngrid: {SEED: [0]}\n", "unknown profile 'tpu'"),
+    "not_a_list": (BASE + "grid: {METHOD: no_aug, SEED: [0]}\n", "grid value of METHOD must be a list"),
+    "not_a_list_in_grids": (BASE + "grids:\n  - grid: {SEED: 0}\n", "grid value of SEED must be a list"),
+    "bad_method_params": (BASE + "fixed: {METHOD: meddiffusemix}\ngrid: {METHOD_PARAMS: [{tau_h: 2.0}]}\n",
+                          "method parameters refused"),
+    "unknown_key": (BASE + "grd: {SEED: [0]}\n", "unknown keys ['grd']"),
+    "profile_in_grid": (BASE + "grid: {PROFILE: [cpu], SEED: [0]}\n", "sets PROFILE"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BAD))
+def test_bad_grid_refused_before_anything_runs(tmp_path, kind):
+    text, msg = BAD[kind]
+    path = write(tmp_path, text)
+    with pytest.raises(sweep.GridError) as e:
+        sweep.run_sweep(path, progress=False, log=lambda *a: None)
+    assert msg in str(e.value) and str(path) in str(e.value), str(e.value)
+    assert not (paths.runs_root() / "sweeps").exists()  # nothing ran, nothing was written
+
+
+def test_unknown_profile_on_command_line(tmp_path):
+    path = write(tmp_path, SMOKE.read_text())
+    with pytest.raises(sweep.GridError, match="unknown profile 'gpu2'"):
+        sweep.run_sweep(path, profile="gpu2", progress=False)
+    with pytest.raises(sweep.GridError, match="not found"):
+        sweep.load_grid(tmp_path / "missing.yaml")
+
+
+def test_cli_refuses_bad_grid(tmp_path, capsys):
+    path = write(tmp_path, BASE + "grid: {METHOD: [no_aug, cutmix]}\n")
+    assert sweep.main([str(path), "--jobs", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown method 'cutmix'" in err and str(path) in err
+    assert not (paths.runs_root() / "sweeps").exists()
+
+
+# --------------------------------------------------------------------------- expansion
+def test_expand_grid_and_extra(tmp_path):
+    path = write(tmp_path, BASE + "fixed: {TASK: t, DATASET: breastmnist}\n"
+                 "grid: {METHOD: [no_aug, mixup], SEED: [0, 1, 2]}\n"
+                 "extra:\n  - {METHOD: no_aug, SEED: 3}\n  - {METHOD: mixup, SEED: 0}\n")
+    configs = sweep.expand(sweep.load_grid(path))
+    assert len(configs) == 2 * 3 + 1  # the second extra duplicates a grid point
+    assert configs[0] == {"TASK": "t", "DATASET": "breastmnist", "METHOD": "no_aug", "SEED": 0}
+    assert configs[1]["SEED"] == 1 and configs[3]["METHOD"] == "mixup"  # first key slowest
+    assert configs[-1] == {"TASK": "t", "DATASET": "breastmnist", "METHOD": "no_aug", "SEED": 3}
+
+
+def test_expand_list_of_grids(tmp_path):
+    path = write(tmp_path, BASE + "fixed: {TASK: t}\n"
+                 "grids:\n"
+                 "  - grid: {METHOD: [no_aug, mixup], SEED: [0, 1, 2]}\n"
+                 "  - grid: {METHOD: [no_aug], SEED: [3, 4]}\n"
+                 "    fixed: {TASK: other}\n"
+                 "  - grid: {METHOD_PARAMS: [{}, {check: false}]}\n"
+                 "    fixed: {METHOD: meddiffusemix}\n"
+                 "    extra: [{METHOD: no_aug, SEED: 0}]\n")
+    configs = sweep.expand(sweep.load_grid(path))
+    assert len(configs) == 6 + 2 + 2  # the last extra duplicates the first configuration
+    assert configs[6] == {"TASK": "other", "METHOD": "no_aug", "SEED": 3}
+    assert configs[8] == {"TASK": "t", "METHOD": "meddiffusemix", "METHOD_PARAMS": {}}
+    assert configs[9]["METHOD_PARAMS"] == {"check": False}
+
+
+def test_hashes_are_stable():
+    grid = sweep.load_grid(SMOKE)
+    configs = sweep.expand(grid)
+    assert [config_hash(c) for c in configs] == [config_hash(c) for c in sweep.expand(sweep.load_grid(SMOKE))]
+    assert len({config_hash(c) for c in configs}) == len(configs) == 4
+    reordered = dict(reversed(list(configs[0].items())))
+    assert config_hash(reordered) == config_hash(configs[0])
+    # pinned: changing the hash would orphan every finished sweep directory
+    assert config_hash({"DATASET": "breastmnist", "METHOD": "no_aug", "SEED": 0, "TASK": "study"}) == "aec933fe9b6c"
+
+
+def test_study_grids_load():
+    counts = {}
+    for f in sorted((REPO / "studies").glob("*.yaml")):
+        grid = sweep.load_grid(f)
+        counts[grid.name] = len(sweep.expand(grid))
+        assert grid.name == f.stem
+    assert counts["smoke"] == 4
+    assert counts["main_cpu"] == 3 * 7 * 3 + 3 * 2 * 2
+    assert counts["ablation_cpu"] == 3 * 5 * 3
+    assert counts["sensitivity_cpu"] == 3 * (4 + 5 + 4)
+
+
+# --------------------------------------------------------------------------- execution
+def test_failure_reported_and_others_continue(tmp_path, capsys):
+    nb = tiny_notebook(tmp_path / "tiny.ipynb")
+    run_dir = tmp_path / "some_run"
+    path = write(tmp_path, f"name: tiny\nprofile: smoke\nnotebook: {nb}\n"
+                 f"grid: {{X: [0, 1, 2]}}\nextra: [{{X: 3, RUN_DIR: '{run_dir}'}}]\n")
+    s = sweep.run_sweep(path, jobs=2, threads=1, progress=False)
+    assert (s["total"], s["done"], s["failed"], s["skipped"]) == (4, 3, 1, 0)
+    (f,) = s["failures"]
+    assert f["params"] == {"X": 1} and "X must not be 1" in f["error"]
+    assert Path(f["notebook"]).is_file()  # the partially executed notebook is kept
+    states = {r["params"].get("X"): r["state"] for r in sweep.status(path)}
+    assert states == {0: "done", 1: "failed", 2: "done", 3: "done"}
+    done = json.loads((sweep.sweep_dir(sweep.load_grid(path), "smoke") / config_hash({"X": 3, "RUN_DIR": str(run_dir)}) / "DONE").read_text())
+    assert done["run_dir"] == str(run_dir) and (run_dir / "executed.ipynb").is_file()
+    text = (run_dir / "executed.ipynb").read_text()
+    assert "threads 1 1" in text  # OMP_NUM_THREADS / MDLIB_THREADS reached the kernel
+    # rerun: only the failed one runs (and fails again); the command exits non-zero
+    capsys.readouterr()
+    assert sweep.main([str(path), "--json", "--no-progress"]) == 1
+    out, err = capsys.readouterr()
+    summary = json.loads(out.split("SUMMARY=", 1)[1])
+    assert (summary["done"], summary["skipped"], summary["failed"]) == (0, 3, 1)
+    assert "X must not be 1" in err and "partially executed notebook" in err
+
+
+def test_shared_resources_not_created_twice_at_once(tmp_path):
+    """Offline methods on the same dataset share the guidance / diffusion models that the
+    first one trains: with --jobs 2 they never start together until one has finished;
+    configurations sharing nothing run side by side."""
+    nb = tiny_notebook(tmp_path / "tiny.ipynb")
+    log = tmp_path / "times.txt"
+    path = write(tmp_path, f"name: sched\nprofile: cpu\nnotebook: {nb}\nfixed: {{LOG: '{log}'}}\n"
+                 "extra:\n  - {METHOD: genmix, SEED: 0}\n  - {METHOD: dba, SEED: 1}\n"
+                 "  - {METHOD: no_aug, SEED: 0}\n")
+    s = sweep.run_sweep(path, jobs=2, threads=1, progress=False)
+    assert (s["done"], s["failed"]) == (3, 0)
+    t = {ln.split()[0]: tuple(map(float, ln.split()[2:])) for ln in log.read_text().splitlines()}
+    assert t["genmix"][1] <= t["dba"][0]  # dba (same resources) waited for genmix
+    assert t["no_aug"][0] < t["dba"][0]  # no_aug filled the free slot meanwhile
+
+
+def test_shared_keys():
+    defaults = sweep.notebook_parameters(REPO / "notebooks" / "06_train_classifier.ipynb")
+    k = lambda **p: sweep.shared_keys(p, defaults, "cpu")  # noqa: E731
+    assert k(DATASET="breastmnist", METHOD="no_aug") == [] and k(METHOD="mixup", SEED=1) == []
+    a = k(DATASET="breastmnist", METHOD="genmix", SEED=0)
+    b = k(DATASET="breastmnist", METHOD="meddiffusemix", SEED=2)
+    assert a[0] == b[0] and a[1] != b[1]  # full training split: seed-0 resources for all seeds
+    assert k(DATASET="pneumoniamnist", METHOD="genmix", SEED=0)[0] != a[0]
+    assert k(DATASET="breastmnist", METHOD="genmix", SEED=0, MODEL="resnet18") == a  # same bank
+    lim = sweep.shared_keys({"DATASET": "breastmnist", "METHOD": "dba", "SEED": 1}, defaults, "smoke")
+    assert lim[0] != sweep.shared_keys({"DATASET": "breastmnist", "METHOD": "dba", "SEED": 0},
+                                       defaults, "smoke")[0]  # limited data: per-seed resources
+
+
+def _sweep_cmd(grid: Path, jobs: int = 1) -> list[str]:
+    return [sys.executable, "-m", "mdlib.sweep", str(grid), "--jobs", str(jobs), "--json", "--no-progress"]
+
+
+def test_kill_and_resume(tmp_path, data_root):
+    """Kill a sweep (SIGKILL to its process group) once the first configuration is done;
+    the rerun executes only the missing configurations; a third run executes nothing."""
+    grid = tmp_path / "smoke.yaml"
+    shutil.copy(SMOKE, grid)
+    env = dict(os.environ, MDLIB_DATA_ROOT=str(data_root), MDLIB_THREADS="1", OMP_NUM_THREADS="1")
+    root = paths.runs_root() / "sweeps" / "smoke" / "smoke"
+    total = len(sweep.expand(sweep.load_grid(grid)))
+
+    proc = subprocess.Popen(_sweep_cmd(grid), cwd=REPO, env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 150
+    try:
+        while not list(root.glob("*/DONE")):
+            assert proc.poll() is None, "the sweep ended before any configuration was done"
+            assert time.time() < deadline, "no configuration finished in time"
+            time.sleep(0.1)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finished = {p.parent.name: p.parent.joinpath("executed.ipynb").stat().st_mtime_ns
+                for p in root.glob("*/DONE")}
+    assert 1 <= len(finished) < total
+    time.sleep(1.5)  # the orphaned kernel notices its parent is gone and exits
+
+    # resume (two at a time, one thread each)
+    r = subprocess.run(_sweep_cmd(grid, jobs=2), cwd=REPO, env=env, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    s = json.loads(r.stdout.split("SUMMARY=", 1)[1])
+    assert (s["total"], s["skipped"], s["done"], s["failed"]) == (total, len(finished), total - len(finished), 0)
+    for h, mtime in finished.items():  # finished configurations were not executed again
+        assert (root / h / "executed.ipynb").stat().st_mtime_ns == mtime
+    rows = sweep.status(grid)
+    assert all(r["state"] == "done" for r in rows)
+    for row in rows:  # each executed notebook found its training run, and was copied there
+        run_dir = Path(row["run_dir"])
+        assert (run_dir / "DONE").is_file() and (run_dir / "executed.ipynb").is_file()
+        assert (run_dir / "test_features.npz").is_file()
+
+    s = sweep.run_sweep(grid, progress=False)  # finished: nothing runs
+    assert (s["skipped"], s["done"], s["failed"], s["pending"]) == (total, 0, 0, 0)
+    assert all((root / h / "executed.ipynb").stat().st_mtime_ns == m for h, m in finished.items())
