@@ -147,8 +147,8 @@ def test_study_grids_load():
         assert grid.name == f.stem
     assert counts["smoke"] == 4
     assert counts["main_cpu"] == 3 * 7 * 3 + 3 * 2 * 2
-    assert counts["ablation_cpu"] == 3 * 5 * 3
-    assert counts["sensitivity_cpu"] == 3 * (4 + 5 + 4)
+    assert counts["ablation_cpu"] == 3 * 5 * 2
+    assert counts["sensitivity_cpu"] == 3 * (4 + 4 + 3)
 
 
 # --------------------------------------------------------------------------- execution
