@@ -153,6 +153,13 @@ def study_section(fig: Path, profile: str) -> str:
     if se.is_file():
         out += [f"### Sensitivity on validation (Fig. 5; from `figures/{profile}/09_sensitivity_summary.csv`)",
                 "", pd.read_csv(se).to_markdown(index=False, floatfmt=".3f"), ""]
+    tm = fig / "07_timing.csv"
+    if tm.is_file():
+        out += [f"### Wall time of the study's parts (from `figures/{profile}/07_timing.csv`)", "",
+                pd.read_csv(tm).to_markdown(index=False, floatfmt=".1f"), "",
+                "Sweeps ran two at a time on the two cores (their spans overlap); `diffusion` "
+                "includes the generators of notebook 04 (full training splits) and of the "
+                "study's subsets.", ""]
     ts = fig / "11_tsne_separability.csv"
     if ts.is_file():
         out += [f"### Feature separability (from `figures/{profile}/11_tsne_separability.csv`)", "",

@@ -236,3 +236,27 @@ def ensure_smoke_runs(prof: dict, task: str, progress: bool = False) -> int:
         study.run_classifier(prof, d, s, m, method_params=study.method_params(prof, d, m, **kw),
                              task=task, progress=progress)
     return len(collect(task, prof["name"]))
+
+
+def timing(profile: str, root: str | Path | None = None) -> pd.DataFrame:
+    """Wall time of the study's parts from their ``DONE`` markers: one row per sweep
+    (``runs/sweeps/<profile>/<grid>/``) and per resource task (diffusion, guidance):
+    number of runs, summed wall time, first start, last finish and the span between them
+    (sweeps that ran side by side overlap in time)."""
+    from datetime import datetime, timedelta
+    base = Path(root or paths.runs_root())
+    parts = [(f"sweep {d.name}", sorted(d.glob("*/DONE"))) for d in sorted((base / "sweeps" / profile).glob("*"))]
+    parts += [(task, sorted((base / task / profile).glob("*/DONE"))) for task in ("diffusion", "guidance")]
+    rows = []
+    for name, files in parts:
+        if not files:
+            continue
+        infos = [json.loads(f.read_text()) for f in files]
+        walls = [float(i.get("wall_s") or 0.0) for i in infos]
+        ends = [datetime.fromisoformat(i["finished"]) for i in infos]
+        starts = [e - timedelta(seconds=w) for e, w in zip(ends, walls)]
+        rows.append({"part": name, "runs": len(infos), "sum_wall_min": sum(walls) / 60,
+                     "first_start": min(starts).isoformat(timespec="seconds"),
+                     "last_finish": max(ends).isoformat(timespec="seconds"),
+                     "span_min": (max(ends) - min(starts)).total_seconds() / 60})
+    return pd.DataFrame(rows)

@@ -106,6 +106,12 @@ display(tests.round(4))
 fig = plots.gain_bars(summary, "no_aug", "meddiffusemix", "test_acc")
 plots.savefig(fig, out / "07_fig2_gain.png")
 """),
+("md", "## Wall time of the study's parts (from the runs' `DONE` markers)"),
+("code", r"""
+timing = results.timing(prof["name"])
+timing.to_csv(out / "07_timing.csv", index=False)
+display(timing.round(1))
+"""),
 ("md", "## Checks"),
 ("code", r"""
 study.check_metrics_sane(runs.rename(columns={f"test_{m}": m for m in ("acc", "precision", "recall", "f1", "auc", "ece")}))
