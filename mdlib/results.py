@@ -260,3 +260,22 @@ def timing(profile: str, root: str | Path | None = None) -> pd.DataFrame:
                      "last_finish": max(ends).isoformat(timespec="seconds"),
                      "span_min": (max(ends) - min(starts)).total_seconds() / 60})
     return pd.DataFrame(rows)
+
+
+#: the sweep grid (studies/<name>_cpu.yaml) that produces each task's runs
+TASK_GRIDS = {"study": "main", "ablation": "ablation", "sensitivity": "sensitivity"}
+
+
+def task_runs(prof: dict, task: str) -> pd.DataFrame:
+    """The finished runs of ``task`` for the result notebooks. On the ``smoke`` profile the
+    tiny smoke configurations are created first when missing (CI runs every notebook on
+    its own); on other profiles an empty result is a clear error naming the sweep to run."""
+    if prof["name"] == "smoke":
+        ensure_smoke_runs(prof, task)
+    runs = collect(task, prof["name"])
+    if runs.empty:
+        grid = TASK_GRIDS.get(task, task)
+        raise RuntimeError(f"no finished runs under runs/{task}/{prof['name']}/: run the sweep "
+                           f"first, e.g. python -m mdlib.sweep studies/{grid}_cpu.yaml "
+                           f"--profile {prof['name']}")
+    return runs

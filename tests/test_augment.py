@@ -19,12 +19,8 @@ from mdlib.saliency import gradcam
 BREAST = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "medmnist" / "breastmnist.npz"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+# tiny models gain nothing from threads (fixture in conftest.py)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +79,7 @@ def test_mdm_outside_mask_equals_x1_and_alpha_in_range(data, saliency, guidance,
     out, ys, rec = m.augment(x, y, saliency, idx, gen, guidance=guidance, diffusion=diffusion,
                              n_classes=2)
     p = m.params
-    partners = torch.from_numpy(rec["partner"].to_numpy())
+    partners = torch.from_numpy(rec["partner"].to_numpy().copy())
     _, _, _, mask = A.regions(saliency[idx], saliency[partners], p["tau_h"], p["tau_b"])
     ms = A.smooth_mask(mask, p["sigma"])
     zero = (ms == 0)[:, None].expand_as(out)

@@ -25,14 +25,8 @@ def tiny_cfg(**kw) -> DiffusionConfig:
     return DiffusionConfig(**d)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads, and on a shared 2-core machine a 2-thread
-    OpenMP pool can run 100x slower while another process holds a core."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+# tiny models gain nothing from threads (fixture in conftest.py)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -31,12 +31,7 @@ from mdlib import plots, profiles, results, study
 
 prof = profiles.load(PROFILE)
 out = study.figures_dir(prof["name"])
-if prof["name"] == "smoke":  # CI: make the tiny smoke runs if no sweep has run
-    results.ensure_smoke_runs(prof, TASK)
-runs = results.collect(TASK, prof["name"])
-if runs.empty:
-    raise RuntimeError(f"no finished runs under runs/{TASK}/{prof['name']}/: run "
-                       f"python -m mdlib.sweep studies/ablation_{prof['name']}.yaml first")
+runs = results.task_runs(prof, TASK)  # smoke: creates the tiny runs CI needs
 runs = results.add_variants(runs[runs.method == "meddiffusemix"], prof)
 NAMES = {"default": "full", "use_saliency=False": "w/o saliency", "adaptive=False": "w/o adaptive alpha",
          "smooth=False": "w/o smoothing", "refine=False": "w/o refinement", "check=False": "w/o check"}

@@ -29,12 +29,7 @@ from mdlib import augment, plots, profiles, results, study
 
 prof = profiles.load(PROFILE)
 out = study.figures_dir(prof["name"])
-if prof["name"] == "smoke":  # CI: make the tiny smoke runs if no sweep has run
-    results.ensure_smoke_runs(prof, TASK)
-runs = results.collect(TASK, prof["name"])
-if runs.empty:
-    raise RuntimeError(f"no finished runs under runs/{TASK}/{prof['name']}/: run "
-                       f"python -m mdlib.sweep studies/sensitivity_{prof['name']}.yaml first")
+runs = results.task_runs(prof, TASK)  # smoke: creates the tiny runs CI needs
 runs = runs[runs.method == "meddiffusemix"].copy()
 SWEPT = ("alpha_base", "tau_h", "tau_b", "sigma")
 par = pd.DataFrame([json.loads(p) for p in runs.params], index=runs.index)
