@@ -23,6 +23,15 @@ def savefig(fig, path: str | os.PathLike, dpi: int = 150) -> Path:
     return path
 
 
+def hwc(a) -> np.ndarray:
+    """Channels last: an image (C,H,W) or a batch (N,C,H,W) becomes (H,W,C) / (N,H,W,C);
+    arrays already channels-last are returned as they are."""
+    a = np.asarray(a)
+    if a.ndim in (3, 4) and a.shape[-3] in (1, 3) and a.shape[-1] not in (1, 3):
+        return np.moveaxis(a, -3, -1)
+    return a
+
+
 def show_image(ax, img: np.ndarray, title: str | None = None, cmap_grey: str = "gray") -> None:
     """``img``: (H,W), (H,W,1) or (H,W,3), uint8 or float in [0,1]."""
     img = np.asarray(img)
@@ -205,9 +214,6 @@ def samples_vs_real(real_x: np.ndarray, real_y: np.ndarray, samples: np.ndarray,
                     title: str = ""):
     """Per class: a row of real images and a row of generated ones. Images uint8 NHWC or
     float NCHW in [0, 1]."""
-    def hwc(a):
-        a = np.asarray(a)
-        return a.transpose(0, 2, 3, 1) if a.ndim == 4 and a.shape[1] in (1, 3) and a.shape[-1] not in (1, 3) else a
     real_x, samples = hwc(real_x), hwc(samples)
     rng = np.random.default_rng(seed)
     k = len(class_names)
@@ -250,9 +256,6 @@ def loss_curves(curves: dict, smooth: int = 50):
     return fig
 
 
-def _hwc(a) -> np.ndarray:
-    a = np.asarray(a)
-    return a.transpose(0, 2, 3, 1) if a.ndim == 4 and a.shape[1] in (1, 3) else a
 
 
 def augmentation_grid(columns: dict, row_labels: list[str], title: str = ""):
@@ -263,7 +266,7 @@ def augmentation_grid(columns: dict, row_labels: list[str], title: str = ""):
     n = len(row_labels)
     fig, axes = plt.subplots(n, len(names), figsize=(1.45 * len(names), 1.45 * n), squeeze=False)
     for j, m in enumerate(names):
-        imgs = _hwc(columns[m])
+        imgs = hwc(columns[m])
         for i in range(n):
             show_image(axes[i, j], imgs[i])
             if i == 0:
@@ -279,7 +282,7 @@ def augmentation_grid(columns: dict, row_labels: list[str], title: str = ""):
 def mdm_gradcam_figure(x1, cam1, xa, cama, row_labels: list[str], title: str = ""):
     """Paper Fig. 7: original, its Grad-CAM, the MedDiffuseMix image, its Grad-CAM (for
     the original's label)."""
-    x1, xa = _hwc(x1), _hwc(xa)
+    x1, xa = hwc(x1), hwc(xa)
     n = len(row_labels)
     fig, axes = plt.subplots(n, 4, figsize=(1.6 * 4, 1.6 * n), squeeze=False)
     heads = ("original", "Grad-CAM", "MedDiffuseMix", "Grad-CAM")

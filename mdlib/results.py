@@ -127,13 +127,20 @@ def paired_seed_test(a: pd.DataFrame, b: pd.DataFrame, metric: str = "test_acc")
     return {"n_pairs": len(d), "diff": float(d.mean()), "t_p": p}
 
 
+def test_predictions(run_dir) -> tuple[np.ndarray, np.ndarray]:
+    """A run's recorded test predictions: class probabilities ``(N, K)`` and labels
+    ``(N,)``, in test-index order."""
+    p = pd.read_csv(Path(run_dir) / "test_predictions.csv").sort_values("test_index")
+    probs = p[[c for c in p.columns if c.startswith("p") and c[1:].isdigit()]].to_numpy()
+    return probs, p["label"].to_numpy()
+
+
 def per_image_correct(run_dirs) -> np.ndarray:
     """Per test image, the share of the runs (seeds) that classify it correctly."""
     acc = None
     for d in run_dirs:
-        p = pd.read_csv(Path(d) / "test_predictions.csv").sort_values("test_index")
-        probs = p[[c for c in p.columns if c.startswith("p") and c[1:].isdigit()]].to_numpy()
-        c = (probs.argmax(1) == p["label"].to_numpy()).astype(float)
+        probs, labels = test_predictions(d)
+        c = (probs.argmax(1) == labels).astype(float)
         acc = c if acc is None else acc + c
     return acc / len(run_dirs)
 

@@ -283,6 +283,20 @@ _DIFFUSION_STUDY_KEYS = ("datasets", "max_seconds", "n_eval_per_class", "sample_
                          "guidance_scale")
 
 
+def diffusion_config(prof: dict, data, seed: int = 0, **overrides):
+    """The profile's ``diffusion`` section (with ``overrides``) for a loaded dataset, split
+    into ``(DiffusionConfig, the study-level keys: datasets, max_seconds, guidance_scale,
+    ...)``."""
+    from .diffusion import DiffusionConfig
+    sec = profiles.section(prof, "diffusion")
+    sec.update(overrides)
+    study_keys = {k: sec.pop(k) for k in _DIFFUSION_STUDY_KEYS if k in sec}
+    sec.setdefault("device", prof.get("device", "auto"))
+    cfg = DiffusionConfig(image_size=data.size, channels=data.channels,
+                          n_classes=data.n_classes, seed=seed, **sec)
+    return cfg, study_keys
+
+
 def diffusion_model(prof: dict, dataset: str, seed: int = 0, progress: bool = True,
                     **overrides):
     """The class-conditional diffusion model for ``dataset``, trained on the
@@ -292,14 +306,9 @@ def diffusion_model(prof: dict, dataset: str, seed: int = 0, progress: bool = Tr
     Returns ``(DiffusionModel, run)``."""
     import torch
 
-    from .diffusion import DiffusionConfig, DiffusionModel, read_state, train_diffusion
-    sec = profiles.section(prof, "diffusion")
-    sec.update(overrides)
-    study_keys = {k: sec.pop(k) for k in _DIFFUSION_STUDY_KEYS if k in sec}
+    from .diffusion import DiffusionModel, read_state, train_diffusion
     data, idx = load_data(prof, dataset, seed)
-    sec.setdefault("device", prof.get("device", "auto"))
-    cfg = DiffusionConfig(image_size=data.size, channels=data.channels,
-                          n_classes=data.n_classes, seed=seed, **sec)
+    cfg, study_keys = diffusion_config(prof, data, seed, **overrides)
     config = {"dataset": dataset, "image_size": data.size, "limited_data": prof.get("limited_data"),
               "diffusion": cfg.to_dict(), "max_seconds": study_keys.get("max_seconds")}
     run = Run("diffusion", prof["name"], config)

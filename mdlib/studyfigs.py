@@ -43,18 +43,12 @@ import pandas as pd
 
 from . import paths, plots
 
-#: display names of the methods (plots.METHOD_LABELS where it exists)
-METHOD_LABELS = dict({"no_aug": "No Aug", "standard_aug": "Standard Aug", "mixup": "Mixup",
-                      "saliencymix": "SaliencyMix", "genmix": "GenMix", "dba": "DBA",
-                      "meddiffusemix": "MedDiffuseMix"},
-                     **getattr(plots, "METHOD_LABELS", {}))
-
 #: the two classifiers compared in Figs. 6 and 7
 CAM_METHODS = ("no_aug", "meddiffusemix")
 
 
 def label(method: str) -> str:
-    return METHOD_LABELS.get(method, method)
+    return plots.METHOD_LABELS.get(method, method)
 
 
 # --------------------------------------------------------------------------- run selection
@@ -141,38 +135,16 @@ def datasets_with(sel: pd.DataFrame, methods) -> list[str]:
     return sorted(d for d, g in sel.groupby("dataset") if methods <= set(g["method"]))
 
 
-def ensure_smoke_runs(prof: dict, task: str, methods, datasets=None, seed: int = 0,
-                      model: str | None = None, progress: bool = False) -> list[Path]:
-    """Smoke profile only: train the missing seed-``seed`` runs of ``methods`` on
-    ``datasets`` (default: the profile's diffusion datasets, which the offline methods
-    need), exactly as notebook 06 would (seconds each on the smoke profile). Finished
-    runs are left alone. Returns the run directories."""
-    from . import results, study
+def ensure_smoke_runs(prof: dict, task: str, methods=None, datasets=None, seed: int = 0,
+                      model: str | None = None, progress: bool = False) -> None:
+    """Smoke profile only: create the missing smoke configurations of ``task``
+    (:func:`mdlib.results.ensure_smoke_runs`, every method on the smoke dataset, seconds
+    each). The other arguments only sharpen the error on another profile."""
+    from . import results
     if prof["name"] != "smoke":
         raise ValueError(f"ensure_smoke_runs: profile '{prof['name']}' is not 'smoke'; "
                          + how_to_make_runs(task, prof["name"]))
-    datasets = list(datasets or (prof.get("diffusion") or {}).get("datasets") or ["breastmnist"])
-    overrides = {}
-    base = study.train_config(prof, datasets[0], seed).model
-    if model and model != base:
-        overrides = {"model": model, "model_kwargs": {}}
-    want_model = model or base
-    df = results.collect(task, prof["name"])
-    dirs = []
-    for ds in datasets:
-        for m in methods:
-            try:
-                have = select_runs(df, prof, task, seed, want_model, [ds], [m])
-            except NoRunsError:
-                have = None
-            if have is not None and len(have):
-                dirs.append(Path(have["run_dir"].iloc[0]))
-                continue
-            run = study.run_classifier(prof, ds, seed, m,
-                                       method_params=study.method_params(prof, ds, m),
-                                       task=task, progress=progress, **overrides)
-            dirs.append(run.dir)
-    return dirs
+    results.ensure_smoke_runs(prof, task, progress=progress)
 
 
 def study_runs(prof: dict, task: str = "study", seed: int = 0, model: str = "small_cnn",
@@ -252,8 +224,8 @@ def load_classifier(run_dir, device: str = "auto"):
 
 def saved_test_probs(run_dir) -> np.ndarray:
     """Class probabilities of the test images as the run recorded them."""
-    p = pd.read_csv(Path(run_dir) / "test_predictions.csv").sort_values("test_index")
-    return p[[c for c in p.columns if c.startswith("p") and c[1:].isdigit()]].to_numpy()
+    from .results import test_predictions
+    return test_predictions(run_dir)[0]
 
 
 def cams_and_probs(model, x, targets, batch_size: int = 128) -> tuple[np.ndarray, np.ndarray]:
@@ -443,12 +415,6 @@ _HEAD = dict(fontsize=8.5, fontweight="bold")
 _OK, _BAD = "#1a7f37", "#b42318"
 
 
-def _hwc(img) -> np.ndarray:
-    a = np.asarray(img)
-    if a.ndim == 3 and a.shape[0] in (1, 3) and a.shape[-1] not in (1, 3):
-        a = a.transpose(1, 2, 0)
-    return a
-
 
 def _cam_grid(cells, col_titles, row_labels, title: str = "", note: str = "",
               cam_alpha: float = 0.45, panel: float = 1.3):
@@ -476,7 +442,7 @@ def _cam_grid(cells, col_titles, row_labels, title: str = "", note: str = "",
             if c is None:
                 ax.axis("off")
                 continue
-            img = _hwc(c["img"])
+            img = plots.hwc(c["img"])
             if c.get("cam") is not None:
                 plots.overlay(ax, img, c["cam"], alpha=cam_alpha)
             else:

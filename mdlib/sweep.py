@@ -412,13 +412,13 @@ def shared_keys(params: dict, defaults: dict, profile: str) -> list[str]:
     full = {**defaults, **params}
     if full.get("METHOD") not in study.OFFLINE_METHODS or "DATASET" not in full:
         return []
-    prof = profiles.load(profile)
-    size = full.get("IMAGE_SIZE") or prof["image_size"]
-    lim = full.get("LIMITED_DATA")
-    lim = prof.get("limited_data") if lim is None else (None if lim in ("full", {}) else lim)
+    size = full.get("IMAGE_SIZE")
+    prof = profiles.load(profile, overrides={"image_size": size} if size else None)
+    # the same resolution as notebook 06: the profile's study setting, then the seeds
+    prof, _ = study.study_setup(prof, full["DATASET"], full.get("LIMITED_DATA"))
     seed = full.get("SEED")
-    base = [full["DATASET"], size, lim]
-    rs = seed if lim else 0  # mdlib.study.resource_seed
+    base = [full["DATASET"], prof["image_size"], prof.get("limited_data")]
+    rs = study.resource_seed(prof, seed)
     return [json.dumps(["resources", *base, rs], sort_keys=True),
             json.dumps(["bank", *base, seed, full["METHOD"], full.get("METHOD_PARAMS")], sort_keys=True)]
 

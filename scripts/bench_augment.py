@@ -53,12 +53,13 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--random", action="store_true", help="random-initialised models")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default=None, help="also write every printed number as CSV")
     a = ap.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
 
     from mdlib import augment, profiles, study
-    from mdlib.diffusion import DiffusionConfig, DiffusionModel, build_unet
+    from mdlib.diffusion import DiffusionModel, build_unet
     from mdlib.models import build_model
     from mdlib.saliency import compute_split_saliency, gradcam
     from mdlib.train import to_tensor
@@ -72,13 +73,9 @@ def main(argv=None) -> int:
         torch.manual_seed(a.seed)
         tc = study.train_config(prof, a.dataset, a.seed, section="guidance")
         g = build_model(tc.model, ds.channels, k, ds.size, **tc.model_kwargs).eval()
-        sec = profiles.section(prof, "diffusion")
-        w = float(sec.get("guidance_scale", 1.0))
-        for key in study._DIFFUSION_STUDY_KEYS:
-            sec.pop(key, None)
-        cfg = DiffusionConfig(image_size=ds.size, channels=ds.channels, n_classes=k, **sec)
+        cfg, keys = study.diffusion_config(prof, ds, a.seed)
         dm = DiffusionModel(build_unet(cfg), cfg)
-        dm.guidance_scale = w
+        dm.guidance_scale = float(keys.get("guidance_scale", 1.0))
         sal = compute_split_saliency(g, x_all, y_all)
         extras = {"guidance": g, "diffusion": dm, "saliency": sal, "progress": False}
         source = "random-initialised models"
@@ -160,6 +157,21 @@ def main(argv=None) -> int:
     print(f"batched ({b} images in one call): {per_img_batch * 1e3:.2f} ms / image")
     print(f"speed-up of batching over the per-image loop: {per_img_loop / per_img_batch:.1f}x "
           f"(batch {b}), {t_loop / t_b:.1f}x (same {n_loop} images)")
+    if a.out:
+        import pandas as pd
+        from mdlib.runs import write_csv
+        common = {"dataset": a.dataset, "batch": b, "threads": torch.get_num_threads(),
+                  "repeats": a.repeats, "models": source}
+        out = [{**common, "quantity": f"images_per_s:{m}", "value": ips} for m, _, ips in rows]
+        out += [{**common, "quantity": k, "value": v} for k, v in (
+            ("mdm_component_limit_s", t_comp), ("mdm_batched_s", mdm_time),
+            ("mdm_throughput_over_component_limit", t_comp / mdm_time),
+            ("mdm_per_image_loop_ms", per_img_loop * 1e3),
+            ("mdm_batched_ms_per_image", per_img_batch * 1e3),
+            ("mdm_batching_speedup", per_img_loop / per_img_batch),
+            (f"mdm_batching_speedup_same_{n_loop}", t_loop / t_b))]
+        write_csv(a.out, pd.DataFrame(out))
+        print("written", a.out)
     return 0
 
 

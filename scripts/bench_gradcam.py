@@ -87,6 +87,7 @@ def main(argv=None) -> int:
     ap.add_argument("--in-chans", type=int, default=1)
     ap.add_argument("--num-classes", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default=None, help="also write the table as CSV to this file")
     args = ap.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -94,7 +95,7 @@ def main(argv=None) -> int:
           f"median of {args.repeats} after a warm-up")
     print(f"{'case':<18} {'mdlib (s)':>10} {'pytorch-grad-cam (s)':>21} {'speed-up':>9} "
           f"{'max|diff|':>10}")
-    ok = True
+    ok, rows = True, []
     for case in args.cases:
         name, _, size = case.partition(":")
         r = bench_case(name, int(size or 28), args.batch, args.repeats, args.in_chans,
@@ -103,6 +104,12 @@ def main(argv=None) -> int:
         ok &= agree
         print(f"{r['case']:<18} {r['ours']:>10.4f} {r['ref']:>21.4f} {r['ratio']:>8.2f}x "
               f"{r['max_abs_diff']:>10.2e}{'' if agree else '  DISAGREE'}", flush=True)
+        rows.append({**r, "batch": args.batch, "threads": args.threads, "repeats": args.repeats})
+    if args.out:
+        import pandas as pd
+        from mdlib.runs import write_csv
+        write_csv(args.out, pd.DataFrame(rows))
+        print("written", args.out)
     return 0 if ok else 1
 
 
