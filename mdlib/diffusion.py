@@ -881,6 +881,40 @@ class DiffusionModel:
 
     # public -----------------------------------------------------------------------------
     @torch.no_grad()
+    def denoising_error(self, x: Any, labels: Any, *, seed: int = 0, draws: int = 4,
+                        batch_size: int = 256) -> dict[str, float]:
+        """The training objective on held-out images: for each image ``draws`` pairs of
+        (timestep uniform over the T training steps, Gaussian noise), drawn from ``seed``
+        on the CPU, and the conditional noise prediction (no guidance) compared with the
+        noise. Returns the mean squared error and the mean Huber loss (``cfg.huber_delta``)
+        over all draws, so models trained with either loss are measured the same way.
+        ``x``: float images ``(N, C, H, W)`` in [0, 1]; ``labels``: ``(N,)`` classes."""
+        x = self._check_x(x)
+        y = torch.as_tensor(np.asarray(labels), dtype=torch.long)
+        if y.shape != (len(x),):
+            raise ValueError(f"labels: shape {tuple(y.shape)}, expected ({len(x)},)")
+        if len(y) and (int(y.min()) < 0 or int(y.max()) >= self.cfg.n_classes):
+            raise ValueError(f"labels: classes must be in [0, {self.cfg.n_classes - 1}]")
+        if not _is_int(draws) or draws < 1:
+            raise ValueError(f"draws={draws!r}: must be an integer >= 1")
+        g = torch.Generator().manual_seed(int(seed))
+        T = self.ddpm.config.num_train_timesteps
+        x0 = _pad(x.float() * 2.0 - 1.0, self.cfg)
+        x0, y = x0.repeat(draws, 1, 1, 1), y.repeat(draws)
+        t = torch.randint(0, T, (len(x0),), generator=g)
+        noise = torch.randn(x0.shape, generator=g)
+        se, hu = 0.0, 0.0
+        for i in range(0, len(x0), batch_size):
+            sl = slice(i, i + batch_size)
+            tt, nn_ = t[sl].to(self.device), noise[sl].to(self.device)
+            noisy = self.ddpm.add_noise(x0[sl].to(self.device), nn_, tt)
+            pred = self.unet(noisy, tt, class_labels=y[sl].to(self.device)).sample
+            se += float(F.mse_loss(pred, nn_, reduction="sum"))
+            hu += float(F.huber_loss(pred, nn_, delta=self.cfg.huber_delta, reduction="sum"))
+        n = noise.numel()
+        return {"mse": se / n, "huber": hu / n}
+
+    @torch.no_grad()
     def sample(self, n_per_class: int | None = None, labels: Any = None, *, seed: int = 0,
                batch_size: int = 64, steps: int | None = None, progress: bool = True
                ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,6 +1,7 @@
 """Classifiers: a small CNN that trains in seconds per epoch on two CPU cores, and the
 paper's five backbones from timm (ResNet-50, DenseNet-121, EfficientNet-B4, ViT-B/16,
-Swin-T), adapted to the image size and channel count.
+Swin-T), adapted to the image size and channel count, plus ResNet-18 and two CPU-sized
+timm variants (``resnet18_slim``, ``vit_mini``: see :data:`_SLIM_KWARGS`).
 
 Every model built here carries two attributes used by the saliency code:
 
@@ -28,7 +29,15 @@ import torch
 import torch.nn as nn
 
 BACKBONES = ("small_cnn", "resnet18", "resnet50", "densenet121", "efficientnet_b4",
-             "vit_b16", "swin_t")
+             "vit_b16", "swin_t", "resnet18_slim", "vit_mini")
+
+#: timm architectures at reduced width / depth, sized for CPU runs (notebook 12 trains
+#: them 18 times per dataset): ResNet-18 with stage widths 16-32-64-128 (0.7 M parameters,
+#: CIFAR stem) and a ViT with patch 4 at 28 px, depth 6, width 96, 3 heads (0.7 M).
+_SLIM_KWARGS = {
+    "resnet18_slim": {"channels": (16, 32, 64, 128)},
+    "vit_mini": {"depth": 6, "embed_dim": 96, "num_heads": 3},
+}
 
 _TIMM = {
     "resnet18": ("resnet18", "layer4", None),
@@ -37,6 +46,8 @@ _TIMM = {
     "efficientnet_b4": ("efficientnet_b4", "bn2", None),
     "vit_b16": ("vit_base_patch16_224", "blocks.11.norm1", "vit"),
     "swin_t": ("swin_tiny_patch4_window7_224", "layers.3.blocks.1.norm1", "swin"),
+    "resnet18_slim": ("resnet18", "layer4", None),
+    "vit_mini": ("vit_tiny_patch16_224", "blocks.5.norm1", "vit"),
 }
 
 
@@ -96,9 +107,9 @@ def build_model(name: str, in_chans: int, num_classes: int, img_size: int = 28,
         return model
     import timm
     timm_name, layer, reshape = _TIMM[name]
-    extra: dict = {}
-    if name == "vit_b16":
-        extra = dict(img_size=img_size, patch_size=4 if img_size <= 32 else 8 if img_size <= 64 else 16)
+    extra: dict = dict(_SLIM_KWARGS.get(name, {}))
+    if name in ("vit_b16", "vit_mini"):
+        extra.update(img_size=img_size, patch_size=4 if img_size <= 32 else 8 if img_size <= 64 else 16)
     elif name == "swin_t":
         extra = dict(img_size=img_size, patch_size=2 if img_size < 128 else 4)
     extra.update(kwargs)
@@ -118,7 +129,7 @@ def _adapt_cnn_stem(name: str, model: nn.Module, in_chans: int) -> None:
     """Small inputs (MedMNIST 28 / 64 px): a stride-1 3x3 stem and no stem max-pool, as
     CIFAR-style ResNets do, so the last stage keeps a spatial map (4x4 at 28 px instead of
     1x1) that Grad-CAM can use. A pretrained stem is replaced (re-initialised)."""
-    if name.startswith("resnet"):
+    if name.startswith("resnet"):  # resnet18, resnet50, resnet18_slim
         model.conv1 = nn.Conv2d(in_chans, model.conv1.out_channels, 3, 1, 1, bias=False)
         model.maxpool = nn.Identity()
     elif name == "densenet121":

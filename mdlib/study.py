@@ -90,33 +90,40 @@ def run_classifier(prof: dict, dataset: str, seed: int, method: str = "no_aug",
             run.write_csv("train_indices.csv", pd.DataFrame({"train_index": idx}))
         res = train_classifier(data, cfg, aug, bank_extras=bank_extras, run_dir=run.dir,
                                progress=progress, keep_model=True)
-        rows = [{"split": s, "metric": k, "value": v}
-                for s, m in (("val", res.val), ("test", res.test)) for k, v in m.items()]
-        run.write_csv("metrics.csv", pd.DataFrame(rows))
-        run.write_csv("history.csv", res.history)
-        pred = pd.DataFrame(res.test_probs, columns=[f"p{c}" for c in range(data.n_classes)])
-        pred.insert(0, "label", res.test_labels)
-        pred.insert(0, "test_index", np.arange(len(pred)))
-        run.write_csv("test_predictions.csv", pred)
-        import torch
-
-        from .models import embed
-        from .runs import atomic_path
-        from .train import to_tensor
-        with torch.no_grad():  # test-set features of the selected model (for t-SNE)
-            feats = embed(res.model.cpu(), to_tensor(data.x("test"))).numpy()
-        with atomic_path(run.path("test_features.npz")) as tmp:
-            with open(tmp, "wb") as fh:
-                np.savez(fh, features=feats.astype(np.float32), labels=res.test_labels)
-        save_checkpoint(run.path("model.safetensors"), res.state_dict,
-                        {"model": cfg.model, "n_classes": data.n_classes,
-                         "channels": data.channels, "image_size": data.size})
         if aug.offline:
             run.write_json("bank.json", {"bank_dir": str(bank_extras["bank_dir"])})
-        return {"best_epoch": res.best_epoch, "train_wall_s": res.wall_s,
-                "n_train": int(len(data.y("train")))}
+        return record_classifier(run, data, cfg, res)
 
     return run_once(task, prof["name"], config, work)
+
+
+def record_classifier(run: Run, data, cfg: TrainConfig, res) -> dict:
+    """Write a trained classifier's results into its run directory: ``metrics.csv``,
+    ``history.csv``, ``test_predictions.csv``, ``test_features.npz`` and
+    ``model.safetensors`` (see :func:`run_classifier`). Returns the run's info."""
+    import torch
+
+    from .models import embed
+    from .runs import atomic_path
+    from .train import to_tensor
+    rows = [{"split": s, "metric": k, "value": v}
+            for s, m in (("val", res.val), ("test", res.test)) for k, v in m.items()]
+    run.write_csv("metrics.csv", pd.DataFrame(rows))
+    run.write_csv("history.csv", res.history)
+    pred = pd.DataFrame(res.test_probs, columns=[f"p{c}" for c in range(data.n_classes)])
+    pred.insert(0, "label", res.test_labels)
+    pred.insert(0, "test_index", np.arange(len(pred)))
+    run.write_csv("test_predictions.csv", pred)
+    with torch.no_grad():  # test-set features of the selected model (for t-SNE)
+        feats = embed(res.model.cpu(), to_tensor(data.x("test"))).numpy()
+    with atomic_path(run.path("test_features.npz")) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, features=feats.astype(np.float32), labels=res.test_labels)
+    save_checkpoint(run.path("model.safetensors"), res.state_dict,
+                    {"model": cfg.model, "n_classes": data.n_classes,
+                     "channels": data.channels, "image_size": data.size})
+    return {"best_epoch": res.best_epoch, "train_wall_s": res.wall_s,
+            "n_train": int(len(data.y("train")))}
 
 
 def load_bank(run: Run):

@@ -439,3 +439,23 @@ def test_classifier_free_guidance(breast, trained, tmp_path):
     torch.testing.assert_close(a, b)
     reloaded = DiffusionModel.load(tmp_path / "m")
     assert reloaded.cfg.class_dropout == 0.2 and reloaded.guidance_scale == 1.0
+
+
+def test_denoising_error_deterministic_and_batch_independent(trained, breast):
+    model, out = trained
+    m = DiffusionModel.load(out)
+    x, y = unit(breast[0]), breast[1]
+    a = m.denoising_error(x, y, seed=3, draws=2, batch_size=64)
+    b = m.denoising_error(x, y, seed=3, draws=2, batch_size=5)
+    c = m.denoising_error(x, y, seed=4, draws=2)
+    assert a["mse"] == pytest.approx(b["mse"], rel=1e-5)
+    assert a["huber"] == pytest.approx(b["huber"], rel=1e-5)
+    assert a["mse"] != c["mse"]
+    # Huber (delta 1) of a residual is at most half its square, and both are positive
+    assert 0 < a["huber"] <= 0.5 * a["mse"] + 1e-9
+    with pytest.raises(ValueError, match="labels"):
+        m.denoising_error(x, y[:-1])
+    with pytest.raises(ValueError, match="classes"):
+        m.denoising_error(x, np.full(len(y), 5))
+    with pytest.raises(ValueError, match="draws"):
+        m.denoising_error(x, y, draws=0)
