@@ -167,11 +167,97 @@ def study_section(fig: Path, profile: str) -> str:
     return "\n".join(out)
 
 
+def _ci(mean, ci, digits: int = 3) -> str:
+    if pd.isna(mean):
+        return "n/a"
+    return f"{mean:.{digits}f} ± {ci:.{digits}f}" if pd.notna(ci) else f"{mean:.{digits}f}"
+
+
+def synthetic_section(fig: Path, profile: str) -> str:
+    """Notebook 12: training on generated images (mean ± 95% CI half-width over seeds)."""
+    f = fig / "12_summary.csv"
+    if not f.is_file():
+        return ""
+    s = pd.read_csv(f)
+    s["acc"] = [_ci(m, c) for m, c in zip(s.test_acc_mean, s.test_acc_ci95)]
+    s["auc"] = [_ci(m, c) for m, c in zip(s.test_auc_mean, s.test_auc_ci95)]
+    s["multiple"] = [("-" if r == "real" else f"{m:g}x") for r, m in zip(s.regime, s.multiple)]
+    s = s.sort_values(["dataset", "model", "regime", "multiple"])
+    out = [f"### Training on generated images (notebook 12; from `figures/{profile}/12_summary.csv`)",
+           "", "Real test split; mean ± 95% CI half-width over seeds. `real`: the real training "
+           "split only; `synthetic`: generated images only, `multiple` x the real split's size "
+           "and class balance; `real+synthetic`: both. Every regime trains for the optimizer "
+           "steps of real-only training and selects its epoch on the real validation split.", "",
+           s[["dataset", "model", "regime", "multiple", "seeds", "acc", "auc"]].to_markdown(index=False), ""]
+    r = fig / "12_regimes.csv"
+    if r.is_file():
+        out += ["Accuracy differences to real-only training (same model, means over seeds; "
+                f"`figures/{profile}/12_regimes.csv`, paired tests in `12_paired_tests.csv`):", "",
+                pd.read_csv(r).to_markdown(index=False, floatfmt=".3f"), ""]
+    e = fig / "12_explanations.csv"
+    if e.is_file():
+        ex = pd.read_csv(e)
+        cols = [c for c in ex.columns if "_vs_" in c]
+        agg = ex.groupby("dataset")[cols].mean().reset_index()
+        out += ["Agreement of the explanations on real test images (mean per-image Pearson "
+                f"correlation of the maps; `figures/{profile}/12_explanations.csv`):", "",
+                agg.to_markdown(index=False, floatfmt=".2f"), ""]
+    return "\n".join(out)
+
+
+def loss_fid_section(fig: Path, profile: str) -> str:
+    """Notebook 13: L2 vs Huber diffusion loss, Fréchet distances and denoising error."""
+    f = fig / "13_fd_summary.csv"
+    if not f.is_file():
+        return ""
+    s = pd.read_csv(f)
+    s["value"] = [_ci(m, c, 5) for m, c in zip(s["mean"], s["ci95"])]
+    w = s.pivot_table(index=["dataset", "extractor", "feature", "dim"], columns="loss",
+                      values="value", aggfunc="first").reset_index()
+    w = w[["dataset", "extractor", "feature", "dim"]
+          + [c for c in ("l2", "huber") if c in w] + [c for c in w if c not in
+                                                       ("dataset", "extractor", "feature", "dim", "l2", "huber")]]
+    d = fig / "13_fd_huber_minus_l2.csv"
+    if d.is_file():
+        dd = pd.read_csv(d)
+        dd["huber - l2"] = [_ci(m, c, 5) for m, c in zip(dd.diff_mean, dd.diff_ci95)]
+        dd["p (paired t)"] = dd.p_paired_t.map("{:.3f}".format)
+        w = w.merge(dd[["dataset", "extractor", "feature", "dim", "huber - l2", "p (paired t)"]],
+                    on=["dataset", "extractor", "feature", "dim"], how="left")
+    fl = fig / "13_fd_floor.csv"
+    if fl.is_file():
+        w = w.merge(pd.read_csv(fl), on=["dataset", "extractor", "feature", "dim"], how="left")
+        w["fd_real_floor"] = w["fd_real_floor"].map(lambda v: f"{v:.5f}" if pd.notna(v) else "")
+    out = [f"### Diffusion loss and Fréchet distance (notebook 13; from `figures/{profile}/13_fd_summary.csv`)",
+           "", "Fréchet distance between samples (drawn with the test split's labels) and the "
+           "real test images; mean ± 95% CI half-width over seeds; `fd_real_floor`: the "
+           "generator's real training images vs the test images.", "",
+           w.to_markdown(index=False, disable_numparse=True), ""]
+    st = fig / "13_inception_status.csv"
+    if st.is_file():
+        for r in pd.read_csv(st).itertuples():
+            if not r.available:
+                out += [f"InceptionV3 FID for {r.dataset}: skipped here ({str(r.message).split(':')[0]}; "
+                        "weights not available offline). Run notebook 13 with "
+                        "`INCEPTION_DOWNLOAD=True` on a machine with internet.", ""]
+    dn = fig / "13_denoising_summary.csv"
+    if dn.is_file():
+        t = pd.read_csv(dn)
+        t["value"] = [_ci(m, c, 4) for m, c in zip(t["mean"], t["ci95"])]
+        t = t.pivot_table(index=["dataset", "measure"], columns="loss", values="value",
+                          aggfunc="first").reset_index()
+        out += ["Held-out denoising error (validation split, noise-prediction error at random "
+                f"timesteps; `figures/{profile}/13_denoising_summary.csv`):", "",
+                t.to_markdown(index=False), ""]
+    return "\n".join(out)
+
+
 def render(profile: str, wall_s: float | None = None) -> str:
     fig = paths.figures_dir() / profile
     parts = [baseline_section(fig, profile), saliency_section(fig, profile),
              diffusion_section(fig, profile), preservation_section(fig, profile),
-             study_section(fig, profile)]
+             study_section(fig, profile), synthetic_section(fig, profile),
+             loss_fid_section(fig, profile)]
     study = fig / "study_wall_time.json"
     if wall_s is not None:
         write_json(study, {"profile": profile, "wall_s": wall_s})

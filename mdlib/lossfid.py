@@ -1,0 +1,208 @@
+"""The diffusion model's training loss and the Fréchet distance of its samples
+(paper ``004_*``; notebook 13).
+
+The class-conditional DDPM of :mod:`mdlib.diffusion` is trained per dataset with the L2
+and with the Huber loss on the same data (the study's training split of each dataset,
+section ``study`` of the profile) and the same budget (the profile's ``loss_study``
+section: a number of optimizer steps, not a wall-clock cap), over several seeds. For every
+model:
+
+* samples are drawn with the **real test split's labels** (same size and class balance);
+* the Fréchet distance to the real test images is computed with two extractors:
+  (a) InceptionV3 at the pool dims 64 / 192 / 768 / 2048 through torchmetrics (skipped
+  with the message of :class:`mdlib.fid.InceptionUnavailable` when its weights are
+  absent), (b) the guidance classifier's stages (:func:`mdlib.fid.stage_features`);
+* the held-out denoising error (:meth:`DiffusionModel.denoising_error` on the validation
+  split): the same measure for both losses, unlike their training-loss curves.
+
+A real-vs-real floor (the generator's training images against the test images) is
+reported with the same extractors. Everything is written into
+``runs/loss_fid/<profile>/<hash>/`` per model (samples and distances; resumable) and
+summarised with 95% confidence intervals over seeds and paired (same seed: same
+initialisation, batches and noise) Huber - L2 differences.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from . import fid, study
+from .runs import Run, atomic_path, run_once
+
+SETTING_KEYS = ("datasets", "losses", "seeds", "train_steps", "threads", "inception_dims",
+                "samples_shown_per_class")
+
+
+def settings(prof: dict) -> dict:
+    """The profile's ``loss_study`` section, checked."""
+    s = dict(prof.get("loss_study") or {})
+    if not s:
+        raise KeyError(f"profile '{prof.get('name')}' has no section 'loss_study'")
+    unknown = set(s) - set(SETTING_KEYS)
+    if unknown:
+        raise ValueError(f"profile {prof['name']}: loss_study has unknown key(s) "
+                         f"{sorted(unknown)}; known: {list(SETTING_KEYS)}")
+    from .diffusion import LOSSES
+    bad = [l for l in s.get("losses", []) if l not in LOSSES]
+    if bad:
+        raise ValueError(f"profile {prof['name']}: loss_study.losses has {bad}; known: {LOSSES}")
+    if len(s.get("seeds", [])) < 2:
+        raise ValueError(f"profile {prof['name']}: loss_study.seeds needs at least 2 seeds "
+                         "for a confidence interval")
+    bad = [d for d in s.get("inception_dims", []) if d not in fid.INCEPTION_DIMS]
+    if bad:
+        raise ValueError(f"profile {prof['name']}: loss_study.inception_dims has {bad}; "
+                         f"torchmetrics accepts {fid.INCEPTION_DIMS}")
+    return s
+
+
+def diffusion_for(prof: dict, dataset: str, loss: str, seed: int, progress: bool = True):
+    """The loss study's model for ``(dataset, loss, seed)``, trained on the study's
+    training data of ``dataset`` if not already done. Returns ``(DiffusionModel, run)``."""
+    s = settings(prof)
+    p, _ = study.study_setup(prof, dataset)
+    return study.diffusion_model(p, dataset, seed, progress=progress, loss=loss,
+                                 train_steps=int(s["train_steps"]), max_seconds=None,
+                                 threads=s.get("threads"))
+
+
+def train_all(prof: dict, datasets=None, progress: bool = True) -> pd.DataFrame:
+    """Train (or load) every model of the loss study; one row per model with its run,
+    steps and training wall time."""
+    s = settings(prof)
+    rows = []
+    for ds in datasets or s["datasets"]:
+        for seed in s["seeds"]:
+            for loss in s["losses"]:
+                _, run = diffusion_for(prof, ds, loss, seed, progress)
+                info = run.info()
+                rows.append({"dataset": ds, "loss": loss, "seed": seed, "run": run.hash,
+                             "run_dir": str(run.dir), "steps": info.get("steps"),
+                             "train_wall_s": info.get("train_wall_s")})
+    return pd.DataFrame(rows)
+
+
+def evaluate_model(prof: dict, dataset: str, loss: str, seed: int, progress: bool = True,
+                   inception_weights=None, inception_download: bool = False) -> Run:
+    """Samples (the test split's labels) of one model of the loss study, their Fréchet
+    distances to the real test images, and the held-out denoising error, into
+    ``runs/loss_fid/<profile>/<hash>/`` (``samples.npz``, ``fd.csv``,
+    ``denoising.csv``, ``inception.json``); skipped when done."""
+    import torch
+
+    from .train import to_tensor
+    s = settings(prof)
+    p, _ = study.study_setup(prof, dataset)
+    model, drun = diffusion_for(prof, dataset, loss, seed, progress)
+    g, grun = study.guidance_model(p, dataset, 0, progress=progress)
+    dsec = p["diffusion"]
+    config = {"dataset": dataset, "loss": loss, "seed": seed, "diffusion_run": drun.hash,
+              "guidance_run": grun.hash, "guidance_scale": model.guidance_scale,
+              "sample_steps": dsec.get("sample_steps"),
+              "inception_dims": list(s.get("inception_dims", []))}
+
+    def work(run: Run) -> dict:
+        data, _ = study.load_data(p, dataset, 0)
+        x_te, y_te = to_tensor(data.x("test")), data.y("test")
+        x, _ = model.sample(labels=y_te, seed=1000 + seed, steps=dsec.get("sample_steps"),
+                            batch_size=int(dsec.get("sample_batch", 100)), progress=progress)
+        with atomic_path(run.path("samples.npz")) as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, x=(x.numpy() * 255).round().astype(np.uint8), y=y_te)
+        rows = []
+        f_fake, f_real = fid.stage_features(g, x), fid.stage_features(g, x_te)
+        for k in f_fake:
+            rows.append({"extractor": "guidance", "feature": k, "dim": f_fake[k].shape[1],
+                         "fd": fid.frechet_distance(f_fake[k], f_real[k])})
+        status = {"available": True, "message": ""}
+        for dim in s.get("inception_dims", []):
+            try:
+                d = fid.torchmetrics_fd(x_te, x, int(dim), weights_path=inception_weights,
+                                        download=inception_download)
+            except fid.InceptionUnavailable as e:
+                status = {"available": False, "message": str(e)}
+                break
+            rows.append({"extractor": "inception", "feature": f"pool{dim}", "dim": int(dim),
+                         "fd": d})
+        run.write_json("inception.json", status)
+        run.write_csv("fd.csv", pd.DataFrame(rows))
+        val = model.denoising_error(to_tensor(data.x("val")), data.y("val"), seed=0)
+        run.write_csv("denoising.csv", pd.DataFrame([val]))
+        return {"n_samples": int(len(x)), "inception": status["available"]}
+
+    with torch.no_grad():
+        return run_once("loss_fid", prof["name"], config, work)
+
+
+def real_floor(prof: dict, dataset: str, progress: bool = False) -> pd.DataFrame:
+    """Fréchet distance between the generator's real training images and the real test
+    images, with the guidance classifier's stages: what two real sets score."""
+    from .train import to_tensor
+    p, _ = study.study_setup(prof, dataset)
+    g, _ = study.guidance_model(p, dataset, 0, progress=progress)
+    data, _ = study.load_data(p, dataset, 0)
+    ftr = fid.stage_features(g, to_tensor(data.x("train")))
+    fte = fid.stage_features(g, to_tensor(data.x("test")))
+    return pd.DataFrame([{"dataset": dataset, "extractor": "guidance", "feature": k,
+                          "dim": ftr[k].shape[1], "fd_real_floor": fid.frechet_distance(ftr[k], fte[k])}
+                         for k in ftr])
+
+
+def evaluate_all(prof: dict, datasets=None, progress: bool = True, inception_weights=None,
+                 inception_download: bool = False) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """Every model of the loss study evaluated (trained first where needed). Returns
+    ``(fd: one row per dataset, loss, seed, extractor, feature; denoising: one row per
+    model; inception status {dataset: {available, message}})``."""
+    s = settings(prof)
+    fds, dens, status = [], [], {}
+    for ds in datasets or s["datasets"]:
+        for seed in s["seeds"]:
+            for loss in s["losses"]:
+                run = evaluate_model(prof, ds, loss, seed, progress, inception_weights,
+                                     inception_download)
+                key = {"dataset": ds, "loss": loss, "seed": seed, "run": run.hash}
+                fds.append(run.read_csv("fd.csv").assign(**key))
+                dens.append(run.read_csv("denoising.csv").assign(**key))
+                status[ds] = run.read_json("inception.json")
+    return pd.concat(fds, ignore_index=True), pd.concat(dens, ignore_index=True), status
+
+
+def summarise(fd: pd.DataFrame, value: str = "fd",
+              by=("dataset", "extractor", "feature", "dim", "loss")) -> pd.DataFrame:
+    """Mean, sd and 95% t-interval half-width (``ci95``) over seeds of ``value`` per group."""
+    from .results import mean_std_ci
+    rows = []
+    for key, g in fd.groupby(list(by), sort=False):
+        rows.append({**dict(zip(by, key)), **mean_std_ci(g[value].to_numpy(float))})
+    return pd.DataFrame(rows)
+
+
+def paired_difference(fd: pd.DataFrame, a: str = "huber", b: str = "l2", value: str = "fd",
+                      by=("dataset", "extractor", "feature", "dim")) -> pd.DataFrame:
+    """Per group: ``a - b`` matched by seed (same seed: same initialisation, batches and
+    noise): mean, 95% t-interval half-width and the paired t-test p-value."""
+    from scipy import stats
+
+    from .results import mean_std_ci
+    rows = []
+    for key, g in fd.groupby(list(by), sort=False):
+        w = g.pivot_table(index="seed", columns="loss", values=value)
+        if a not in w or b not in w:
+            continue
+        w = w[[a, b]].dropna()
+        d = (w[a] - w[b]).to_numpy(float)
+        p = float(stats.ttest_rel(w[a], w[b]).pvalue) if len(d) > 1 and d.std() > 0 else float("nan")
+        ci = mean_std_ci(d)
+        rows.append({**dict(zip(by, key)), "diff_mean": ci["mean"], "diff_ci95": ci["ci95"],
+                     "n_seeds": len(d), "p_paired_t": p})
+    return pd.DataFrame(rows)
+
+
+def read_samples(prof: dict, run_hash: str) -> tuple[np.ndarray, np.ndarray]:
+    """The samples an evaluation run drew: ``(uint8 (N, C, H, W), labels (N,))``."""
+    from . import paths
+    f = paths.runs_root() / "loss_fid" / prof["name"] / run_hash / "samples.npz"
+    if not f.is_file():
+        raise FileNotFoundError(f"{f}: no samples (run lossfid.evaluate_model first)")
+    with np.load(f, allow_pickle=False) as z:
+        return z["x"], z["y"]
