@@ -26,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from . import fid, study
+from . import fid, profiles, study
 from .runs import Run, atomic_path, run_once
 
 SETTING_KEYS = ("datasets", "losses", "seeds", "train_steps", "threads", "inception_dims",
@@ -35,13 +35,7 @@ SETTING_KEYS = ("datasets", "losses", "seeds", "train_steps", "threads", "incept
 
 def settings(prof: dict) -> dict:
     """The profile's ``loss_study`` section, checked."""
-    s = dict(prof.get("loss_study") or {})
-    if not s:
-        raise KeyError(f"profile '{prof.get('name')}' has no section 'loss_study'")
-    unknown = set(s) - set(SETTING_KEYS)
-    if unknown:
-        raise ValueError(f"profile {prof['name']}: loss_study has unknown key(s) "
-                         f"{sorted(unknown)}; known: {list(SETTING_KEYS)}")
+    s = profiles.checked_section(prof, "loss_study", SETTING_KEYS)
     from .diffusion import LOSSES
     bad = [l for l in s.get("losses", []) if l not in LOSSES]
     if bad:

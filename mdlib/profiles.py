@@ -63,3 +63,16 @@ def section(prof: dict, key: str) -> dict:
     if key not in prof:
         raise KeyError(f"profile '{prof.get('name')}' has no section '{key}'")
     return copy.deepcopy(prof[key])
+
+
+def checked_section(prof: dict, key: str, known) -> dict:
+    """A copy of the profile's section ``key``; ``KeyError`` when it is missing or empty,
+    ``ValueError`` naming any key not in ``known``."""
+    s = dict(prof.get(key) or {})
+    if not s:
+        raise KeyError(f"profile '{prof.get('name')}' has no section '{key}'")
+    unknown = set(s) - set(known)
+    if unknown:
+        raise ValueError(f"profile {prof.get('name')}: {key} has unknown key(s) "
+                         f"{sorted(unknown)}; known: {list(known)}")
+    return s

@@ -32,25 +32,17 @@ import math
 import numpy as np
 import pandas as pd
 
-from . import study
+from . import profiles, study
 from .runs import Run, atomic_path, run_once
 
 REGIMES = ("real", "synthetic", "real+synthetic")
-REGIME_LABELS = {"real": "real only", "synthetic": "synthetic only",
-                 "real+synthetic": "real + synthetic"}
 SETTING_KEYS = ("datasets", "multiples", "seeds", "pool_seed", "backbones", "sweep_backbones",
                 "backbone_multiple", "backbone_train", "budget", "jobs", "explain")
 
 
 def settings(prof: dict) -> dict:
     """The profile's ``synthetic`` section, checked before any work starts."""
-    s = dict(prof.get("synthetic") or {})
-    if not s:
-        raise KeyError(f"profile '{prof.get('name')}' has no section 'synthetic'")
-    unknown = set(s) - set(SETTING_KEYS)
-    if unknown:
-        raise ValueError(f"profile {prof['name']}: synthetic has unknown key(s) "
-                         f"{sorted(unknown)}; known: {list(SETTING_KEYS)}")
+    s = profiles.checked_section(prof, "synthetic", SETTING_KEYS)
     mult = s.get("multiples") or []
     if not mult or any(not (isinstance(m, (int, float)) and m > 0) for m in mult):
         raise ValueError(f"profile {prof['name']}: synthetic.multiples={mult}: need numbers > 0")
