@@ -15,8 +15,8 @@ model:
 * the held-out denoising error (:meth:`DiffusionModel.denoising_error` on the validation
   split): the same measure for both losses, unlike their training-loss curves.
 
-A real-vs-real floor (the generator's training images against the test images) is
-reported with the same extractors. Everything is written into
+A real-vs-real floor (validation images with the test split's class mix against the test
+images) is reported with the guidance-classifier features. Everything is written into
 ``runs/loss_fid/<profile>/<hash>/`` per model (samples and distances; resumable) and
 summarised with 95% confidence intervals over seeds and paired (same seed: same
 initialisation, batches and noise) Huber - L2 differences.
@@ -128,18 +128,35 @@ def evaluate_model(prof: dict, dataset: str, loss: str, seed: int, progress: boo
         return run_once("loss_fid", prof["name"], config, work)
 
 
+def matched_subset(y_from: np.ndarray, y_to: np.ndarray, seed: int = 0) -> np.ndarray:
+    """The largest seeded subset of ``y_from`` (indices, no repeats) whose class
+    proportions are those of ``y_to``: a Fréchet distance depends on the class mix, so a
+    real-vs-real reference must have the mix of the set it is compared with."""
+    y_from, y_to = np.asarray(y_from), np.asarray(y_to)
+    k = int(max(y_from.max(), y_to.max())) + 1
+    have, want = np.bincount(y_from, minlength=k), np.bincount(y_to, minlength=k)
+    r = min(have[c] / want[c] for c in range(k) if want[c] > 0)
+    rng = np.random.default_rng(seed)
+    idx = [rng.choice(np.flatnonzero(y_from == c), int(np.floor(r * want[c])), replace=False)
+           for c in range(k) if want[c] > 0]
+    return np.sort(np.concatenate(idx))
+
+
 def real_floor(prof: dict, dataset: str, progress: bool = False) -> pd.DataFrame:
-    """Fréchet distance between the generator's real training images and the real test
-    images, with the guidance classifier's stages: what two real sets score."""
+    """Fréchet distance between two real sets with the guidance classifier's stages: the
+    validation images (not trained on by the guidance classifier or the generator),
+    subsampled to the test split's class proportions (:func:`matched_subset`), against
+    the test images. What a perfect generator would score, up to the set size."""
     from .train import to_tensor
     p, _ = study.study_setup(prof, dataset)
     g, _ = study.guidance_model(p, dataset, 0, progress=progress)
     data, _ = study.load_data(p, dataset, 0)
-    ftr = fid.stage_features(g, to_tensor(data.x("train")))
+    idx = matched_subset(data.y("val"), data.y("test"))
+    fva = fid.stage_features(g, to_tensor(data.x("val")[idx]))
     fte = fid.stage_features(g, to_tensor(data.x("test")))
     return pd.DataFrame([{"dataset": dataset, "extractor": "guidance", "feature": k,
-                          "dim": ftr[k].shape[1], "fd_real_floor": fid.frechet_distance(ftr[k], fte[k])}
-                         for k in ftr])
+                          "dim": fva[k].shape[1], "n_real": len(idx),
+                          "fd_real_floor": fid.frechet_distance(fva[k], fte[k])} for k in fva])
 
 
 def evaluate_all(prof: dict, datasets=None, progress: bool = True, inception_weights=None,

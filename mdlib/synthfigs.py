@@ -20,10 +20,12 @@ LOSS_LABELS = {"l2": "L2", "huber": "Huber"}
 
 
 def size_sweep(summary: pd.DataFrame, model: str, metrics=("test_acc", "test_auc"),
-               datasets=None):
+               datasets=None, majority: dict | None = None):
     """Accuracy / AUC against the synthetic-set size (multiples of the real training
     split), one line per training regime, 95% CI over seeds as error bars; real-only
-    training (no synthetic images) as a horizontal line with its CI band."""
+    training (no synthetic images) as a horizontal line with its CI band;
+    ``majority`` (dataset -> accuracy of always predicting the test split's most frequent
+    class) dotted on the accuracy panels."""
     s = summary[summary.model == model]
     datasets = list(datasets or s.dataset.unique())
     fig, axes = plt.subplots(len(metrics), len(datasets), squeeze=False,
@@ -40,6 +42,8 @@ def size_sweep(summary: pd.DataFrame, model: str, metrics=("test_acc", "test_auc
                            label=f"{REGIME_LABELS['real']} (n={int(real.seeds.iloc[0])} seeds)")
                 if np.isfinite(ci):
                     ax.axhspan(mu - ci, mu + ci, color=REGIME_COLORS["real"], alpha=0.12, lw=0)
+            if m == "test_acc" and majority and ds in majority:
+                ax.axhline(majority[ds], color="0.5", ls=":", lw=1, label="majority class")
             for regime in ("synthetic", "real+synthetic"):
                 r = d[d.regime == regime].sort_values("multiple")
                 if len(r):
@@ -64,9 +68,10 @@ def size_sweep(summary: pd.DataFrame, model: str, metrics=("test_acc", "test_auc
 
 
 def regime_bars(summary: pd.DataFrame, multiple: float, metric: str = "test_acc",
-                model_labels: dict | None = None):
+                model_labels: dict | None = None, majority: dict | None = None):
     """Per dataset: one group of bars per backbone (real only, synthetic only, real +
-    synthetic at ``multiple``), 95% CI over seeds."""
+    synthetic at ``multiple``), 95% CI over seeds; ``majority`` (dataset -> accuracy of
+    the most frequent test class) dotted on accuracy panels."""
     s = summary[(summary.regime == "real") | (summary.multiple == multiple)]
     datasets = list(s.dataset.unique())
     models = list(dict.fromkeys(s.model))
@@ -83,6 +88,8 @@ def regime_bars(summary: pd.DataFrame, multiple: float, metric: str = "test_acc"
             x = np.arange(len(models)) + (k - (len(regimes) - 1) / 2) * w
             ax.bar(x, mu, w, yerr=np.nan_to_num(ci), capsize=2, color=REGIME_COLORS[regime],
                    label=REGIME_LABELS[regime] + ("" if regime == "real" else f" ({multiple:g}x)"))
+        if metric == "test_acc" and majority and ds in majority:
+            ax.axhline(majority[ds], color="0.3", ls=":", lw=1.2, label="majority class")
         ax.set_xticks(np.arange(len(models)))
         ax.set_xticklabels([(model_labels or {}).get(m, m) for m in models], fontsize=8)
         lo = np.nanmin(d[f"{metric}_mean"]) if len(d) else 0
@@ -152,7 +159,7 @@ def fd_by_dim(summary: pd.DataFrame, floor: pd.DataFrame | None = None):
                 if v.dim in pos:
                     p = pos[v.dim]
                     ax.hlines(v.fd_real_floor, p - 0.35, p + 0.35, colors="0.3", linestyles="--",
-                              label="real train vs test" if p == 0 else None)
+                              label="real val vs test (same class mix)" if p == 0 else None)
         ax.set_xticks(range(len(dims)))
         names = d.drop_duplicates("dim").sort_values("dim")
         ax.set_xticklabels([f"{f}\n{dm}" for f, dm in zip(names.feature, names.dim)], fontsize=8)

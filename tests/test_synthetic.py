@@ -127,3 +127,15 @@ def test_lossfid_settings_and_paired_difference():
     assert d.p_paired_t == pytest.approx(stats.ttest_rel([1.5, 2.1, 1.9], [1.0, 2.0, 1.2]).pvalue)
     summ = lossfid.summarise(fd)
     assert summ.set_index("loss").loc["l2", "mean"] == pytest.approx(np.mean([1.0, 2.0, 1.2]))
+
+
+def test_matched_subset_has_the_target_class_mix():
+    y_from = np.repeat([0, 1, 2], [50, 200, 30])
+    y_to = np.repeat([0, 1, 2], [30, 60, 10])
+    idx = lossfid.matched_subset(y_from, y_to, seed=1)
+    assert len(np.unique(idx)) == len(idx)
+    counts = np.bincount(y_from[idx], minlength=3)
+    # class 0 limits the size (50 available for 30 wanted: ratio 5/3; class 2 allows 3)
+    assert counts.tolist() == [50, 100, 16]
+    np.testing.assert_allclose(counts / counts.sum(), [0.3, 0.6, 0.1], atol=0.01)
+    np.testing.assert_array_equal(idx, lossfid.matched_subset(y_from, y_to, seed=1))

@@ -107,8 +107,9 @@ display(diff.round(5))
 ("md", r"""
 ### Fréchet distance against feature dimension, L2 vs Huber
 
-Mean and 95% CI over seeds; dashed: the distance between the generator's real training
-images and the real test images (what two real sets score with the same features).
+Mean and 95% CI over seeds; dashed: the distance between two real sets with the same
+features: validation images (subsampled to the test split's class mix, since the distance
+depends on the class mix) against the test images.
 """),
 ("code", r"""
 fig = synthfigs.fd_by_dim(fd_summary, floor)
@@ -124,6 +125,7 @@ display(den_summary.round(5))
 den_diff = lossfid.paired_difference(den.melt(id_vars=["dataset", "loss", "seed", "run"],
                                               var_name="measure", value_name="value"),
                                      value="value", by=("dataset", "measure"))
+den_diff.to_csv(out / "13_denoising_huber_minus_l2.csv", index=False)
 display(den_diff.round(5))
 fig = synthfigs.denoising_bars(den)
 plots.savefig(fig, out / "13_denoising.png")
