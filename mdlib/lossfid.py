@@ -18,8 +18,8 @@ model:
 A real-vs-real floor (validation images with the test split's class mix against the test
 images) is reported with the guidance-classifier features. Everything is written into
 ``runs/loss_fid/<profile>/<hash>/`` per model (samples and distances; resumable) and
-summarised with 95% confidence intervals over seeds and paired (same seed: same
-initialisation, batches and noise) Huber - L2 differences.
+summarised with 95% confidence intervals over seeds (:func:`mdlib.results.summarise`)
+and paired (same seed: same initialisation, batches and noise) Huber - L2 differences.
 """
 from __future__ import annotations
 
@@ -51,24 +51,25 @@ def settings(prof: dict) -> dict:
 
 
 def diffusion_for(prof: dict, dataset: str, loss: str, seed: int, progress: bool = True):
-    """The loss study's model for ``(dataset, loss, seed)``, trained on the study's
-    training data of ``dataset`` if not already done. Returns ``(DiffusionModel, run)``."""
+    """The loss study's model run for ``(dataset, loss, seed)``, trained on the study's
+    training data of ``dataset`` if not already done (not loaded). Returns
+    ``(run, guidance scale)``; :func:`mdlib.study.load_diffusion` loads it."""
     s = settings(prof)
     p, _ = study.study_setup(prof, dataset)
-    return study.diffusion_model(p, dataset, seed, progress=progress, loss=loss,
-                                 train_steps=int(s["train_steps"]), max_seconds=None,
-                                 threads=s.get("threads"))
+    return study.diffusion_run(p, dataset, seed, progress=progress, loss=loss,
+                               train_steps=int(s["train_steps"]), max_seconds=None,
+                               threads=s.get("threads"))
 
 
 def train_all(prof: dict, datasets=None, progress: bool = True) -> pd.DataFrame:
-    """Train (or load) every model of the loss study; one row per model with its run,
-    steps and training wall time."""
+    """Train every model of the loss study that is not trained yet; one row per model
+    with its run, steps and training wall time."""
     s = settings(prof)
     rows = []
     for ds in datasets or s["datasets"]:
         for seed in s["seeds"]:
             for loss in s["losses"]:
-                _, run = diffusion_for(prof, ds, loss, seed, progress)
+                run, _ = diffusion_for(prof, ds, loss, seed, progress)
                 info = run.info()
                 rows.append({"dataset": ds, "loss": loss, "seed": seed, "run": run.hash,
                              "run_dir": str(run.dir), "steps": info.get("steps"),
@@ -82,20 +83,19 @@ def evaluate_model(prof: dict, dataset: str, loss: str, seed: int, progress: boo
     distances to the real test images, and the held-out denoising error, into
     ``runs/loss_fid/<profile>/<hash>/`` (``samples.npz``, ``fd.csv``,
     ``denoising.csv``, ``inception.json``); skipped when done."""
-    import torch
-
     from .train import to_tensor
     s = settings(prof)
     p, _ = study.study_setup(prof, dataset)
-    model, drun = diffusion_for(prof, dataset, loss, seed, progress)
+    drun, w = diffusion_for(prof, dataset, loss, seed, progress)
     g, grun = study.guidance_model(p, dataset, 0, progress=progress)
     dsec = p["diffusion"]
     config = {"dataset": dataset, "loss": loss, "seed": seed, "diffusion_run": drun.hash,
-              "guidance_run": grun.hash, "guidance_scale": model.guidance_scale,
+              "guidance_run": grun.hash, "guidance_scale": w,
               "sample_steps": dsec.get("sample_steps"),
               "inception_dims": list(s.get("inception_dims", []))}
 
     def work(run: Run) -> dict:
+        model = study.load_diffusion(drun, w)
         data, _ = study.load_data(p, dataset, 0)
         x_te, y_te = to_tensor(data.x("test")), data.y("test")
         x, _ = model.sample(labels=y_te, seed=1000 + seed, steps=dsec.get("sample_steps"),
@@ -124,8 +124,7 @@ def evaluate_model(prof: dict, dataset: str, loss: str, seed: int, progress: boo
         run.write_csv("denoising.csv", pd.DataFrame([val]))
         return {"n_samples": int(len(x)), "inception": status["available"]}
 
-    with torch.no_grad():
-        return run_once("loss_fid", prof["name"], config, work)
+    return run_once("loss_fid", prof["name"], config, work)
 
 
 def matched_subset(y_from: np.ndarray, y_to: np.ndarray, seed: int = 0) -> np.ndarray:
@@ -178,34 +177,22 @@ def evaluate_all(prof: dict, datasets=None, progress: bool = True, inception_wei
     return pd.concat(fds, ignore_index=True), pd.concat(dens, ignore_index=True), status
 
 
-def summarise(fd: pd.DataFrame, value: str = "fd",
-              by=("dataset", "extractor", "feature", "dim", "loss")) -> pd.DataFrame:
-    """Mean, sd and 95% t-interval half-width (``ci95``) over seeds of ``value`` per group."""
-    from .results import mean_std_ci
-    rows = []
-    for key, g in fd.groupby(list(by), sort=False):
-        rows.append({**dict(zip(by, key)), **mean_std_ci(g[value].to_numpy(float))})
-    return pd.DataFrame(rows)
-
-
 def paired_difference(fd: pd.DataFrame, a: str = "huber", b: str = "l2", value: str = "fd",
                       by=("dataset", "extractor", "feature", "dim")) -> pd.DataFrame:
     """Per group: ``a - b`` matched by seed (same seed: same initialisation, batches and
-    noise): mean, 95% t-interval half-width and the paired t-test p-value."""
-    from scipy import stats
-
-    from .results import mean_std_ci
+    noise): mean, 95% t-interval half-width and the paired t-test p-value
+    (:func:`mdlib.results.paired_seed_test`)."""
+    from .results import mean_std_ci, paired_seed_test
     rows = []
     for key, g in fd.groupby(list(by), sort=False):
-        w = g.pivot_table(index="seed", columns="loss", values=value)
-        if a not in w or b not in w:
+        ga, gb = g[g.loss == a], g[g.loss == b]
+        if ga.empty or gb.empty:
             continue
-        w = w[[a, b]].dropna()
-        d = (w[a] - w[b]).to_numpy(float)
-        p = float(stats.ttest_rel(w[a], w[b]).pvalue) if len(d) > 1 and d.std() > 0 else float("nan")
-        ci = mean_std_ci(d)
-        rows.append({**dict(zip(by, key)), "diff_mean": ci["mean"], "diff_ci95": ci["ci95"],
-                     "n_seeds": len(d), "p_paired_t": p})
+        t = paired_seed_test(ga, gb, value)
+        m = ga[["seed", value]].merge(gb[["seed", value]], on="seed")
+        ci = mean_std_ci(m[f"{value}_x"] - m[f"{value}_y"])
+        rows.append({**dict(zip(by, key)), "diff_mean": t["diff"], "diff_ci95": ci["ci95"],
+                     "n_seeds": t["n_pairs"], "p_paired_t": t["t_p"]})
     return pd.DataFrame(rows)
 
 

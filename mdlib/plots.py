@@ -214,21 +214,29 @@ def samples_vs_real(real_x: np.ndarray, real_y: np.ndarray, samples: np.ndarray,
                     title: str = ""):
     """Per class: a row of real images and a row of generated ones. Images uint8 NHWC or
     float NCHW in [0, 1]."""
-    real_x, samples = hwc(real_x), hwc(samples)
+    return sample_rows([("real", real_x, real_y), ("generated", samples, sample_y)],
+                       class_names, per_class, seed, title)
+
+
+def sample_rows(rows: list, class_names, per_class: int = 8, seed: int = 0, title: str = ""):
+    """Per class, one row of ``per_class`` seeded random images from each image set of
+    ``rows`` (``[(tag, images, labels), ...]``; images uint8 NHWC or float NCHW in [0, 1])."""
+    rows = [(tag, hwc(x), np.asarray(y)) for tag, x, y in rows]
     rng = np.random.default_rng(seed)
-    k = len(class_names)
-    fig, axes = plt.subplots(2 * k, per_class, figsize=(1.1 * per_class, 1.2 * 2 * k), squeeze=False)
+    k, n = len(class_names), len(rows)
+    fig, axes = plt.subplots(n * k, per_class, figsize=(1.1 * per_class, 1.2 * n * k),
+                             squeeze=False)
     for c in range(k):
-        for r, (xs, ys, tag) in enumerate(((real_x, real_y, "real"), (samples, sample_y, "generated"))):
+        for r, (tag, xs, ys) in enumerate(rows):
             idx = np.flatnonzero(ys == c)
             pick = rng.choice(idx, min(per_class, len(idx)), replace=False) if len(idx) else []
             for j in range(per_class):
-                ax = axes[2 * c + r, j]
+                ax = axes[n * c + r, j]
                 if j < len(pick):
                     show_image(ax, xs[pick[j]])
                 else:
                     ax.axis("off")
-            axes[2 * c + r, 0].set_ylabel(f"{class_names[c]}\n{tag}", rotation=0, ha="right",
+            axes[n * c + r, 0].set_ylabel(f"{class_names[c]}\n{tag}", rotation=0, ha="right",
                                           va="center", fontsize=8)
     if title:
         fig.suptitle(title, y=1.0)

@@ -211,7 +211,7 @@ def loss_fid_section(fig: Path, profile: str) -> str:
     if not f.is_file():
         return ""
     s = pd.read_csv(f)
-    s["value"] = [_ci(m, c, 5) for m, c in zip(s["mean"], s["ci95"])]
+    s["value"] = [_ci(m, c, 5) for m, c in zip(s["fd_mean"], s["fd_ci95"])]
     w = s.pivot_table(index=["dataset", "extractor", "feature", "dim"], columns="loss",
                       values="value", aggfunc="first").reset_index()
     w = w[["dataset", "extractor", "feature", "dim"]
@@ -246,7 +246,7 @@ def loss_fid_section(fig: Path, profile: str) -> str:
     dn = fig / "13_denoising_summary.csv"
     if dn.is_file():
         t = pd.read_csv(dn)
-        t["value"] = [_ci(m, c, 5) for m, c in zip(t["mean"], t["ci95"])]
+        t["value"] = [_ci(m, c, 5) for m, c in zip(t["error_mean"], t["error_ci95"])]
         t = t.pivot_table(index=["dataset", "measure"], columns="loss", values="value",
                           aggfunc="first").reset_index()
         t = t[["dataset", "measure"] + [c for c in ("l2", "huber") if c in t]]

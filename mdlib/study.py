@@ -304,16 +304,16 @@ def diffusion_config(prof: dict, data, seed: int = 0, **overrides):
     return cfg, study_keys
 
 
-def diffusion_model(prof: dict, dataset: str, seed: int = 0, progress: bool = True,
-                    **overrides):
-    """The class-conditional diffusion model for ``dataset``, trained on the
+def diffusion_run(prof: dict, dataset: str, seed: int = 0, progress: bool = True,
+                  **overrides) -> tuple[Run, float]:
+    """The run of the class-conditional diffusion model for ``dataset``, trained on the
     (limited-data) training split only, into ``runs/diffusion/<profile>/<hash>/model``
-    (diffusers format; a killed training resumes from its last checkpoint). ``overrides``
-    replace fields of the profile's ``diffusion`` section (e.g. ``loss="huber"``).
-    Returns ``(DiffusionModel, run)``."""
+    (diffusers format; a killed training resumes from its last checkpoint) if not already
+    done, without loading it. ``overrides`` replace fields of the profile's ``diffusion``
+    section (e.g. ``loss="huber"``). Returns ``(run, the profile's guidance scale)``."""
     import torch
 
-    from .diffusion import DiffusionModel, read_state, train_diffusion
+    from .diffusion import read_state, train_diffusion
     data, idx = load_data(prof, dataset, seed)
     cfg, study_keys = diffusion_config(prof, data, seed, **overrides)
     config = {"dataset": dataset, "image_size": data.size, "limited_data": prof.get("limited_data"),
@@ -336,9 +336,22 @@ def diffusion_model(prof: dict, dataset: str, seed: int = 0, progress: bool = Tr
         run.finish(steps=int(st["step"]), train_wall_s=float(st.get("wall_s", 0.0)),
                    stopped_early=bool(st.get("stopped_early", False)),
                    n_train=int(len(data.y("train"))))
+    return run, float(study_keys.get("guidance_scale", 1.0))
+
+
+def load_diffusion(run: Run, guidance_scale: float = 1.0):
+    """The trained model of a :func:`diffusion_run` run, with its guidance scale."""
+    from .diffusion import DiffusionModel
     model = DiffusionModel.load(run.path("model"))
-    model.guidance_scale = float(study_keys.get("guidance_scale", 1.0))
-    return model, run
+    model.guidance_scale = guidance_scale
+    return model
+
+
+def diffusion_model(prof: dict, dataset: str, seed: int = 0, progress: bool = True,
+                    **overrides):
+    """:func:`diffusion_run`, then the model loaded. Returns ``(DiffusionModel, run)``."""
+    run, w = diffusion_run(prof, dataset, seed, progress, **overrides)
+    return load_diffusion(run, w), run
 
 
 def run_metrics(run: Run, split: str = "test") -> dict:

@@ -81,37 +81,26 @@ def subset_indices(y_pool: np.ndarray, counts: np.ndarray) -> np.ndarray:
     return np.sort(np.concatenate(idx))
 
 
-def _setup(prof: dict, dataset: str):
-    p, train = study.study_setup(prof, dataset)
-    return p, train
-
-
-def synthetic_pool(prof: dict, dataset: str, progress: bool = True,
-                   threads: int | None = None) -> tuple[Run, np.ndarray, np.ndarray]:
-    """The dataset's synthetic pool (sampled once, then read from its run directory):
-    ``(run, images uint8 (N, H, W, C), labels (N,))``."""
-    import torch
+def synthetic_pool(prof: dict, dataset: str, progress: bool = True
+                   ) -> tuple[Run, np.ndarray, np.ndarray]:
+    """The dataset's synthetic pool (sampled once, then read from its run directory; the
+    generator is loaded only to sample): ``(run, images uint8 (N, H, W, C), labels (N,))``."""
     s = settings(prof)
-    p, _ = _setup(prof, dataset)
-    model, drun = study.diffusion_model(p, dataset, 0, progress=progress)
+    p, _ = study.study_setup(prof, dataset)
+    drun, w = study.diffusion_run(p, dataset, 0, progress=progress)
     data, _ = study.load_data(p, dataset, 0)
     counts = class_counts(data.y("train"), data.n_classes, max(s["multiples"]))
     dsec = p["diffusion"]
     config = {"dataset": dataset, "image_size": data.size, "limited_data": p.get("limited_data"),
-              "diffusion_run": drun.hash, "guidance_scale": model.guidance_scale,
+              "diffusion_run": drun.hash, "guidance_scale": w,
               "sample_steps": dsec.get("sample_steps"), "counts": counts.tolist(),
               "seed": int(s.get("pool_seed", 0))}
 
     def work(run: Run) -> dict:
+        model = study.load_diffusion(drun, w)
         labels = np.repeat(np.arange(len(counts)), counts)
-        old = torch.get_num_threads()
-        if threads:
-            torch.set_num_threads(int(threads))
-        try:
-            x, y = model.sample(labels=labels, seed=config["seed"], steps=dsec.get("sample_steps"),
-                                batch_size=int(dsec.get("sample_batch", 100)), progress=progress)
-        finally:
-            torch.set_num_threads(old)
+        x, y = model.sample(labels=labels, seed=config["seed"], steps=dsec.get("sample_steps"),
+                            batch_size=int(dsec.get("sample_batch", 100)), progress=progress)
         u8 = (x.permute(0, 2, 3, 1).numpy() * 255).round().clip(0, 255).astype(np.uint8)
         with atomic_path(run.path("pool.npz")) as tmp:
             with open(tmp, "wb") as fh:
@@ -162,7 +151,7 @@ def train_overrides(prof: dict, dataset: str, model: str) -> dict:
     backbones other than the baseline model no model kwargs and the profile's
     ``synthetic.backbone_train`` overrides."""
     s = settings(prof)
-    _, t = _setup(prof, dataset)
+    _, t = study.study_setup(prof, dataset)
     t = dict(t)
     if model != prof["baseline"]["model"]:
         t.update(model=model, model_kwargs={})
@@ -175,7 +164,7 @@ def run_regime(prof: dict, dataset: str, seed: int, model: str, regime: str,
     """Train and test one (dataset, seed, model, regime, multiple) into
     ``runs/synthetic/<profile>/<hash>/`` (skipped when done)."""
     s = settings(prof)
-    p, _ = _setup(prof, dataset)
+    p, _ = study.study_setup(prof, dataset)
     real, idx = study.load_data(p, dataset, 0)
     t = train_overrides(prof, dataset, model)
     base = study.train_config(p, dataset, seed, **t)
@@ -229,7 +218,7 @@ def _pool_job(args) -> str:
     prof, dataset = args
     import torch
     torch.set_num_threads(1)
-    run, _, _ = synthetic_pool(prof, dataset, progress=False, threads=1)
+    run, _, _ = synthetic_pool(prof, dataset, progress=False)
     return run.hash
 
 
@@ -304,8 +293,7 @@ def lime_maps(model, x, targets, num_samples: int = 1000, n_segments: int = 25,
 
     def classify(batch: np.ndarray) -> np.ndarray:  # (B, H, W, 3) float64
         t = torch.from_numpy(np.ascontiguousarray(batch[..., :c], dtype=np.float32))
-        with torch.no_grad():
-            return predict_proba(model, t.permute(0, 3, 1, 2), batch_size, dev)
+        return predict_proba(model, t.permute(0, 3, 1, 2), batch_size, dev)
 
     def segment(img: np.ndarray) -> np.ndarray:
         if c == 1:
@@ -349,19 +337,16 @@ def explain(run_dirs: dict, x, y, lime_samples: int = 1000, lime_segments: int =
     probability of the true class."""
     import torch
 
-    from . import saliency
-    from .studyfigs import load_classifier
-    from .train import predict_proba
+    from .studyfigs import cams_and_probs, load_classifier
     x = torch.as_tensor(x, dtype=torch.float32)
+    y = np.asarray(y)
     out = {}
     for label, rd in run_dirs.items():
         model = load_classifier(rd, device="cpu")
-        cam = saliency.gradcam(model, x, torch.as_tensor(np.asarray(y))).cpu().numpy()
+        cam, probs = cams_and_probs(model, x, y)
         lm, _ = lime_maps(model, x, y, num_samples=lime_samples, n_segments=lime_segments,
                           seed=seed)
-        with torch.no_grad():
-            p = predict_proba(model, x, 256, torch.device("cpu"))[np.arange(len(x)), np.asarray(y)]
-        out[label] = {"gradcam": cam, "lime": lm, "prob": p}
+        out[label] = {"gradcam": cam, "lime": lm, "prob": probs[np.arange(len(y)), y]}
     return out
 
 

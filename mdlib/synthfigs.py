@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from .plots import hwc, overlay, show_image
+from .plots import hwc, overlay, sample_rows, show_image
 
 METRIC_LABELS = {"test_acc": "test accuracy", "test_auc": "test AUC", "test_f1": "test F1"}
 REGIME_COLORS = {"real": "0.35", "synthetic": sns.color_palette()[3],
@@ -138,8 +138,8 @@ def explanation_grid(images, labels, class_names, expl: dict, title: str = ""):
 
 def fd_by_dim(summary: pd.DataFrame, floor: pd.DataFrame | None = None):
     """Fréchet distance against feature dimension, one panel per (dataset, extractor),
-    the two losses side by side (mean and 95% CI over seeds); the real-vs-real floor
-    dashed where given."""
+    the two losses side by side (``fd_mean`` and ``fd_ci95`` of
+    :func:`mdlib.results.summarise`); the real-vs-real floor dashed where given."""
     keys = list(dict.fromkeys(zip(summary.dataset, summary.extractor)))
     fig, axes = plt.subplots(1, len(keys), figsize=(4.0 * len(keys), 3.2), squeeze=False)
     for j, (ds, ex) in enumerate(keys):
@@ -151,7 +151,7 @@ def fd_by_dim(summary: pd.DataFrame, floor: pd.DataFrame | None = None):
         for k, loss in enumerate(losses):
             r = d[d.loss == loss].sort_values("dim")
             x = np.array([pos[v] for v in r.dim]) + (k - (len(losses) - 1) / 2) * 0.18
-            ax.errorbar(x, r["mean"], yerr=r["ci95"].fillna(0), fmt="o", capsize=3, ms=5,
+            ax.errorbar(x, r["fd_mean"], yerr=r["fd_ci95"].fillna(0), fmt="o", capsize=3, ms=5,
                         color=LOSS_COLORS.get(loss), label=LOSS_LABELS.get(loss, loss))
         if floor is not None and len(floor):
             f = floor[(floor.dataset == ds) & (floor.extractor == ex)]
@@ -176,28 +176,9 @@ def samples_by_loss(real_x, real_y, samples: dict, class_names, per_class: int =
                     seed: int = 0, title: str = ""):
     """Per class: a row of real test images, then one row of samples per loss
     (``samples``: ``{loss: (images, labels)}``)."""
-    rows = [("real", hwc(real_x), np.asarray(real_y))] + [
-        (LOSS_LABELS.get(k, k), hwc(x), np.asarray(y)) for k, (x, y) in samples.items()]
-    rng = np.random.default_rng(seed)
-    k = len(class_names)
-    fig, axes = plt.subplots(len(rows) * k, per_class, squeeze=False,
-                             figsize=(1.0 * per_class, 1.05 * len(rows) * k))
-    for c in range(k):
-        for r, (tag, xs, ys) in enumerate(rows):
-            idx = np.flatnonzero(ys == c)
-            pick = rng.choice(idx, min(per_class, len(idx)), replace=False) if len(idx) else []
-            for j in range(per_class):
-                ax = axes[c * len(rows) + r, j]
-                if j < len(pick):
-                    show_image(ax, xs[pick[j]])
-                else:
-                    ax.axis("off")
-            axes[c * len(rows) + r, 0].set_ylabel(f"{class_names[c]}\n{tag}", rotation=0,
-                                                  ha="right", va="center", fontsize=8)
-    if title:
-        fig.suptitle(title, y=1.0)
-    fig.tight_layout()
-    return fig
+    rows = [("real", real_x, real_y)] + [(LOSS_LABELS.get(k, k), x, y)
+                                         for k, (x, y) in samples.items()]
+    return sample_rows(rows, class_names, per_class, seed, title)
 
 
 def denoising_bars(den: pd.DataFrame, value: str = "mse"):
@@ -206,7 +187,7 @@ def denoising_bars(den: pd.DataFrame, value: str = "mse"):
     sns.barplot(den, x="dataset", y=value, hue="loss", palette=LOSS_COLORS, errorbar=None,
                 alpha=0.5, ax=ax)
     sns.stripplot(den, x="dataset", y=value, hue="loss", palette=LOSS_COLORS, dodge=True,
-                  legend=False, ax=ax, size=5)
+                  jitter=False, legend=False, ax=ax, size=5)
     ax.set_ylabel(f"validation noise-prediction {value.upper()}")
     ax.set_xlabel("")
     fig.tight_layout()

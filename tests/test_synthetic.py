@@ -125,8 +125,9 @@ def test_lossfid_settings_and_paired_difference():
     d = lossfid.paired_difference(fd).iloc[0]
     assert d.diff_mean == pytest.approx(np.mean([0.5, 0.1, 0.7]))
     assert d.p_paired_t == pytest.approx(stats.ttest_rel([1.5, 2.1, 1.9], [1.0, 2.0, 1.2]).pvalue)
-    summ = lossfid.summarise(fd)
-    assert summ.set_index("loss").loc["l2", "mean"] == pytest.approx(np.mean([1.0, 2.0, 1.2]))
+    from mdlib.results import summarise
+    summ = summarise(fd, metrics=("fd",), by=("dataset", "loss"))
+    assert summ.set_index("loss").loc["l2", "fd_mean"] == pytest.approx(np.mean([1.0, 2.0, 1.2]))
 
 
 def test_matched_subset_has_the_target_class_mix():

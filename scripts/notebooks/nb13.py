@@ -43,7 +43,7 @@ INCEPTION_DOWNLOAD = False   # True: download them (needs internet)
 import numpy as np
 import pandas as pd
 from IPython.display import display
-from mdlib import data, diffusion, lossfid, plots, profiles, study, synthfigs
+from mdlib import data, diffusion, lossfid, plots, profiles, results, study, synthfigs
 
 prof = profiles.load(PROFILE)
 L = lossfid.settings(prof)   # checked before any work starts
@@ -62,10 +62,6 @@ by side, e.g. with `papermill -p DATASETS '["breastmnist"]'`, to use both cores)
 models = lossfid.train_all(prof, names)
 models.to_csv(out / "13_models.csv", index=False)
 display(models)
-curves = {}
-for r in models.itertuples():
-    lc = diffusion.read_loss_curve(f"{r.run_dir}/model")
-    curves[f"{r.dataset} {r.loss} s{r.seed}"] = tuple(zip(*lc)) if lc else ((), ())
 """),
 ("md", r"""
 ## Training-loss curves
@@ -75,7 +71,8 @@ curves show convergence, not which loss is better; the held-out error below comp
 """),
 ("code", r"""
 for name in names:
-    sub = {k.split(" ", 1)[1]: v for k, v in curves.items() if k.startswith(name + " ") and len(v[0])}
+    sub = {f"{r.loss} s{r.seed}": tuple(zip(*diffusion.read_loss_curve(f"{r.run_dir}/model")))
+           for r in models[models.dataset == name].itertuples()}
     if sub:
         fig = plots.loss_curves(sub, smooth=min(50, max(2, L["train_steps"] // 20)))
         fig.axes[0].set_title(f"{name}: training loss (L2 and Huber, per seed)")
@@ -97,7 +94,7 @@ den.to_csv(out / "13_denoising.csv", index=False)
 floor.to_csv(out / "13_fd_floor.csv", index=False)
 pd.DataFrame([{"dataset": k, **v} for k, v in status.items()]).to_csv(
     out / "13_inception_status.csv", index=False)
-fd_summary = lossfid.summarise(fd)
+fd_summary = results.summarise(fd, metrics=("fd",), by=("dataset", "extractor", "feature", "dim", "loss"))
 fd_summary.to_csv(out / "13_fd_summary.csv", index=False)
 diff = lossfid.paired_difference(fd)
 diff.to_csv(out / "13_fd_huber_minus_l2.csv", index=False)
@@ -117,14 +114,12 @@ plots.savefig(fig, out / "13_fd_by_dim.png")
 """),
 ("md", "### Held-out denoising error (validation split, both losses measured as MSE and Huber)"),
 ("code", r"""
-den_summary = lossfid.summarise(den.melt(id_vars=["dataset", "loss", "seed", "run"],
-                                         var_name="measure", value_name="value"),
-                                value="value", by=("dataset", "measure", "loss"))
+den_long = den.melt(id_vars=["dataset", "loss", "seed", "run"], var_name="measure",
+                    value_name="error")
+den_summary = results.summarise(den_long, metrics=("error",), by=("dataset", "measure", "loss"))
 den_summary.to_csv(out / "13_denoising_summary.csv", index=False)
 display(den_summary.round(5))
-den_diff = lossfid.paired_difference(den.melt(id_vars=["dataset", "loss", "seed", "run"],
-                                              var_name="measure", value_name="value"),
-                                     value="value", by=("dataset", "measure"))
+den_diff = lossfid.paired_difference(den_long, value="error", by=("dataset", "measure"))
 den_diff.to_csv(out / "13_denoising_huber_minus_l2.csv", index=False)
 display(den_diff.round(5))
 fig = synthfigs.denoising_bars(den)
