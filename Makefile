@@ -46,7 +46,7 @@ study: $(STAMP)
 	  echo "== $$nb"; \
 	  $(PY) -m papermill --log-level WARNING -p PROFILE $$prof "$$nb" "runs/notebooks/$$prof/$$(basename $$nb)" || exit 1; \
 	done; \
-	$(PY) -m mdlib.report --profile $$prof --wall-s $$(( $$(date +%s) - start ))
+	$(PY) -m mdlib.studies.report --profile $$prof --wall-s $$(( $$(date +%s) - start ))
 
 # One sweep: make sweep GRID=studies/main_cpu.yaml [PROFILE=cpu] [JOBS=2]
 sweep: $(STAMP)
@@ -60,7 +60,7 @@ test-unit: $(STAMP)
 	$(PY) -m pytest tests
 
 report: $(STAMP)
-	$(PY) -m mdlib.report --profile $(or $(PROFILE),cpu)
+	$(PY) -m mdlib.studies.report --profile $(or $(PROFILE),cpu)
 
 clean-smoke:
 	rm -rf runs/*/smoke figures/smoke

@@ -29,8 +29,12 @@ def runs_root() -> Path:
     return _env_path("MDLIB_RUNS_ROOT", REPO_ROOT / "runs")
 
 
-def figures_dir() -> Path:
+def figures_dir(profile: str | None = None) -> Path:
+    """The figures root, or ``figures/<profile>/`` (so that a smoke run never overwrites
+    the cpu profile's figures), created when missing."""
     p = _env_path("MDLIB_FIGURES", REPO_ROOT / "figures")
+    if profile is not None:
+        p = p / profile
     p.mkdir(parents=True, exist_ok=True)
     return p
 

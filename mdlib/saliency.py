@@ -59,15 +59,11 @@ XGrad-CAM, EigenCAM, EigenGrad-CAM, LayerCAM, ScoreCAM, AblationCAM, ...), using
 model's CAM layer and reshape transform, restoring the model's modes and parameter
 ``.grad`` afterwards, for comparisons and ablations (slow: it is the library's own code).
 
-Guidance classifier (:func:`train_guidance_classifier`)
--------------------------------------------------------
-Trains ``g`` with :func:`mdlib.train.train_classifier` on the training split, selected on
-validation AUC, with ``evaluate_test=False``; the test split is removed from the dataset
-before training, so ``g`` cannot depend on it in any way.
+The guidance classifier itself is trained by :func:`mdlib.train.train_guidance_classifier`
+(this module imports models, data and io only; the trainer and augmentations import it).
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import logging
 import os
@@ -80,7 +76,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import models as models_mod
-from .runs import atomic_path
+from .io import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +105,7 @@ def _check_x(x: Any) -> torch.Tensor:
         raise ValueError("x is an empty batch")
     if not x.is_floating_point():
         raise ValueError(f"x has dtype {x.dtype}; expected a floating-point image batch "
-                         "(convert uint8 images with mdlib.train.to_tensor)")
+                         "(convert uint8 images with mdlib.data.to_tensor)")
     return x
 
 
@@ -301,7 +297,7 @@ def saliency_key(model: nn.Module, x: torch.Tensor, targets: Any) -> str:
 def _as_images(x: Any) -> torch.Tensor:
     if isinstance(x, np.ndarray):
         if x.ndim == 4 and x.dtype == np.uint8 and x.shape[-1] in (1, 3):
-            from .train import to_tensor
+            from .data import to_tensor
             return to_tensor(x)  # ImageDataset layout: uint8 (N, H, W, C)
         x = torch.from_numpy(np.ascontiguousarray(x))
     return _check_x(x)
@@ -407,27 +403,3 @@ def cam_variant(model: nn.Module, x: torch.Tensor, targets: Any = None,
 
 def available_cams() -> list[str]:
     return sorted(_cam_classes())
-
-
-# --------------------------------------------------------------------------- guidance model
-def train_guidance_classifier(data, cfg, progress: bool = False, return_result: bool = False,
-                              **kwargs: Any):
-    """Train the guidance classifier ``g`` on ``data``'s training split, selected on
-    validation AUC; the test split is removed first and ``evaluate_test=False``, so ``g``
-    never sees it. ``cfg``: a :class:`mdlib.train.TrainConfig` or a dict of its fields.
-    Returns the model in eval mode (and the ``TrainResult`` if ``return_result``)."""
-    from .train import TrainConfig, train_classifier
-    for k in ("evaluate_test", "keep_model"):
-        if k in kwargs:
-            raise ValueError(f"{k} is fixed by train_guidance_classifier")
-    if isinstance(cfg, dict):
-        cfg = TrainConfig(**cfg)
-    for s in ("train", "val"):
-        if s not in data.splits:
-            raise ValueError(f"dataset '{data.name}' has no '{s}' split")
-    no_test = dataclasses.replace(data, splits={s: v for s, v in data.splits.items()
-                                                if s != "test"})
-    res = train_classifier(no_test, cfg, progress=progress, keep_model=True,
-                           evaluate_test=False, **kwargs)
-    model = res.model.eval()
-    return (model, res) if return_result else model

@@ -58,29 +58,31 @@ def main(argv=None) -> int:
     if a.threads:
         torch.set_num_threads(a.threads)
 
-    from mdlib import augment, profiles, study
+    from mdlib import augment, profiles
+    from mdlib.data import to_tensor
+    from mdlib.runs import tasks
+    from mdlib.studies.meddiffusemix import study
     from mdlib.diffusion import DiffusionModel, build_unet
     from mdlib.models import build_model
     from mdlib.saliency import compute_split_saliency, gradcam
-    from mdlib.train import to_tensor
 
     prof = profiles.load(a.profile)
-    ds, _ = study.load_data(prof, a.dataset, a.seed)
+    ds, _ = tasks.load_data(prof, a.dataset, a.seed)
     x_all, y_all = to_tensor(ds.x("train")), torch.from_numpy(ds.y("train"))
     k = ds.n_classes
     mdm_params = study.method_params(prof, a.dataset, "meddiffusemix")
     if a.random:
         torch.manual_seed(a.seed)
-        tc = study.train_config(prof, a.dataset, a.seed, section="guidance")
+        tc = tasks.train_config(prof, a.dataset, a.seed, section="guidance")
         g = build_model(tc.model, ds.channels, k, ds.size, **tc.model_kwargs).eval()
-        cfg, keys = study.diffusion_config(prof, ds, a.seed)
+        cfg, keys = tasks.diffusion_config(prof, ds, a.seed)
         dm = DiffusionModel(build_unet(cfg), cfg)
         dm.guidance_scale = float(keys.get("guidance_scale", 1.0))
         sal = compute_split_saliency(g, x_all, y_all)
         extras = {"guidance": g, "diffusion": dm, "saliency": sal, "progress": False}
         source = "random-initialised models"
     else:
-        extras = study.bank_resources(prof, a.dataset, a.seed,
+        extras = tasks.bank_resources(prof, a.dataset, a.seed,
                                       augment.get("meddiffusemix", **mdm_params))
         g, dm, sal = extras["guidance"], extras["diffusion"], extras["saliency"]
         source = f"profile '{prof['name']}' study models"
@@ -159,7 +161,7 @@ def main(argv=None) -> int:
           f"(batch {b}), {t_loop / t_b:.1f}x (same {n_loop} images)")
     if a.out:
         import pandas as pd
-        from mdlib.runs import write_csv
+        from mdlib.io import write_csv
         common = {"dataset": a.dataset, "batch": b, "threads": torch.get_num_threads(),
                   "repeats": a.repeats, "models": source}
         out = [{**common, "quantity": f"images_per_s:{m}", "value": ips} for m, _, ips in rows]

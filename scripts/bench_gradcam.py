@@ -107,7 +107,7 @@ def main(argv=None) -> int:
         rows.append({**r, "batch": args.batch, "threads": args.threads, "repeats": args.repeats})
     if args.out:
         import pandas as pd
-        from mdlib.runs import write_csv
+        from mdlib.io import write_csv
         write_csv(args.out, pd.DataFrame(rows))
         print("written", args.out)
     return 0 if ok else 1

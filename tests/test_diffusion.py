@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from mdlib import diffusion as D
+from mdlib.diffusion import ddpm as D
 from mdlib.diffusion import CheckpointError, DiffusionConfig, DiffusionModel, train_diffusion
 
 BREAST = Path("/work/shared/data/medmnist/breastmnist.npz")

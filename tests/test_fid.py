@@ -1,4 +1,4 @@
-"""Tests for mdlib.fid: our Fréchet distance against torchmetrics' with a tiny random
+"""Tests for mdlib.diffusion.fid: our Fréchet distance against torchmetrics' with a tiny random
 feature network (the InceptionV3 code path without its downloaded weights), the
 offline behaviour of the InceptionV3 extractor, and the guidance-classifier stages."""
 from __future__ import annotations
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from mdlib import fid
+from mdlib.diffusion import fid
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -1,9 +1,9 @@
-"""mdlib.preserve: the batched SSIM map against scikit-image, region scores."""
+"""mdlib.studies.meddiffusemix.preserve: the batched SSIM map against scikit-image, region scores."""
 import numpy as np
 import torch
 from skimage.metrics import structural_similarity
 
-from mdlib.preserve import region_scores, ssim_map
+from mdlib.studies.meddiffusemix.preserve import region_scores, ssim_map
 
 
 def test_ssim_map_matches_scikit_image():

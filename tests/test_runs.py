@@ -4,7 +4,8 @@ import json
 import pandas as pd
 import pytest
 
-from mdlib import runs
+from mdlib import io
+from mdlib.runs import store as runs
 
 
 def test_hash_is_stable_and_sensitive():
@@ -48,7 +49,7 @@ def test_killed_run_is_not_finished_and_reruns(tmp_path):
 def test_atomic_write_leaves_nothing_on_failure(tmp_path):
     target = tmp_path / "x.json"
     with pytest.raises(RuntimeError):
-        with runs.atomic_path(target) as tmp:
+        with io.atomic_path(target) as tmp:
             tmp.write_text("half")
             raise RuntimeError("killed")
     assert not target.exists() and list(tmp_path.iterdir()) == []

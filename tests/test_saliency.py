@@ -13,8 +13,8 @@ import torch.nn as nn
 from mdlib import saliency
 from mdlib.data import ImageDataset, check_file
 from mdlib.models import build_model, cam_layer, reshape_transform
-from mdlib.saliency import (cam_variant, compute_split_saliency, gradcam, saliency_key,
-                            train_guidance_classifier)
+from mdlib.saliency import (cam_variant, compute_split_saliency, gradcam, saliency_key)
+from mdlib.train import train_guidance_classifier
 
 BREAST = Path("/work/shared/data/medmnist/breastmnist.npz")
 

@@ -1,7 +1,9 @@
-"""mdlib.study: per-run resolution of the study's settings (no training)."""
+"""mdlib.studies.meddiffusemix.study and mdlib.runs.tasks: per-run resolution of the study's settings (no training)."""
 import pytest
 
-from mdlib import profiles, study
+from mdlib import profiles
+from mdlib.runs import tasks
+from mdlib.studies.meddiffusemix import study
 
 
 def test_method_params_equal_budget_and_modality():
@@ -26,22 +28,22 @@ def test_method_params_equal_budget_and_modality():
 
 def test_study_setup_and_resource_seed():
     cpu = profiles.load("cpu")
-    p, t = study.study_setup(cpu, "pneumoniamnist")
+    p, t = tasks.study_setup(cpu, "pneumoniamnist")
     assert p["limited_data"] == {"fraction": 0.1, "seed": 0} and t["epochs"] == 40
     assert cpu["limited_data"] is None  # the profile itself is not modified
-    assert study.resource_seed(p, 3) == 0  # fixed subset: one generator for every seed
-    p, _ = study.study_setup(cpu, "pneumoniamnist", limited_data="full", train={"epochs": 5})
+    assert tasks.resource_seed(p, 3) == 0  # fixed subset: one generator for every seed
+    p, _ = tasks.study_setup(cpu, "pneumoniamnist", limited_data="full", train={"epochs": 5})
     assert p["limited_data"] is None
-    p, t = study.study_setup(cpu, "breastmnist", train={"epochs": 5})
+    p, t = tasks.study_setup(cpu, "breastmnist", train={"epochs": 5})
     assert p["limited_data"] is None and t == {"epochs": 5, "batch_size": 64}
     smoke = profiles.load("smoke")
-    p, t = study.study_setup(smoke, "pneumoniamnist")
+    p, t = tasks.study_setup(smoke, "pneumoniamnist")
     assert p["limited_data"] == {"per_class": 40} and t == {}
-    assert study.resource_seed(p, 1) == 1  # per-seed subsets: per-seed resources
-    assert study.resource_seed(cpu, 4) == 0
+    assert tasks.resource_seed(p, 1) == 1  # per-seed subsets: per-seed resources
+    assert tasks.resource_seed(cpu, 4) == 0
 
 
 def test_limited_data_rejects_unknown_keys(data_root):
     prof = profiles.load("smoke", overrides={"limited_data": {"fraction": 0.5, "sede": 0}})
     with pytest.raises(ValueError, match="unknown key"):
-        study.load_data(prof, "breastmnist", 0)
+        tasks.load_data(prof, "breastmnist", 0)

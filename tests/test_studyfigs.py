@@ -1,4 +1,4 @@
-"""Fast tests of mdlib.studyfigs (notebooks 10 and 11): CAM concentration, separability,
+"""Fast tests of mdlib.studies.meddiffusemix.analysis (notebooks 10 and 11): CAM concentration, separability,
 t-SNE helpers, example picking and run selection. No training, no real data."""
 import json
 
@@ -6,8 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mdlib import profiles, studyfigs
-from mdlib.studyfigs import NoRunsError
+from mdlib import profiles
+from mdlib.studies.meddiffusemix import analysis as studyfigs
+from mdlib.studies.meddiffusemix.analysis import NoRunsError
 
 
 # --------------------------------------------------------------------------- CAM concentration
@@ -162,7 +163,8 @@ def prof():
 def _row(ds, method, seed=0, model="small_cnn", run="r", params=None, prof=None,
          limited=None, acc=0.5, run_dir="/nonexistent"):
     if params is None:
-        from mdlib import augment, study
+        from mdlib import augment
+        from mdlib.studies.meddiffusemix import study
         params = augment.get(method, **study.method_params(prof, ds, method)).config()
         params.pop("method")
     return {"run": run, "run_dir": run_dir, "dataset": ds, "method": method,

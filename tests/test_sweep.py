@@ -1,4 +1,4 @@
-"""The sweep runner (mdlib.sweep): grid checks, expansion, resumability after a kill."""
+"""The sweep runner (mdlib.runs.sweep): grid checks, expansion, resumability after a kill."""
 from __future__ import annotations
 
 import json
@@ -14,8 +14,10 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
-from mdlib import paths, sweep
-from mdlib.runs import config_hash
+from mdlib import paths
+from mdlib.runs import sweep
+from mdlib.runs.store import config_hash
+from mdlib.studies.meddiffusemix import study as mdm_study
 
 REPO = Path(__file__).resolve().parent.parent
 SMOKE = REPO / "studies" / "smoke.yaml"
@@ -52,7 +54,8 @@ def tiny_notebook(path: Path) -> Path:
 
 
 # --------------------------------------------------------------------------- bad grids
-BASE = "profile: smoke\nnotebook: notebooks/06_train_classifier.ipynb\n"
+BASE = ("profile: smoke\nnotebook: notebooks/06_train_classifier.ipynb\n"
+        "hooks: mdlib.studies.meddiffusemix.study\n")
 BAD = {
     "unknown_parameter": (BASE + "grid: {DATASET: [breastmnist], SEEDS: [0]}\n", "unknown parameter 'SEEDS'"),
     "unknown_parameter_fixed": (BASE + "fixed: {LR: 0.1}\ngrid: {SEED: [0]}\n", "unknown parameter 'LR'"),
@@ -71,6 +74,8 @@ BAD = {
                           "method parameters refused"),
     "unknown_key": (BASE + "grd: {SEED: [0]}\n", "unknown keys ['grd']"),
     "profile_in_grid": (BASE + "grid: {PROFILE: [cpu], SEED: [0]}\n", "sets PROFILE"),
+    "missing_hooks_module": (BASE.replace("meddiffusemix.study", "nosuchstudy") + "grid: {SEED: [0]}\n",
+                             "hooks module 'mdlib.studies.nosuchstudy' cannot be imported"),
 }
 
 
@@ -184,6 +189,7 @@ def test_shared_resources_not_created_twice_at_once(tmp_path):
     nb = tiny_notebook(tmp_path / "tiny.ipynb")
     log = tmp_path / "times.txt"
     path = write(tmp_path, f"name: sched\nprofile: cpu\nnotebook: {nb}\nfixed: {{LOG: '{log}'}}\n"
+                 "hooks: mdlib.studies.meddiffusemix.study\n"
                  "extra:\n  - {METHOD: genmix, SEED: 0}\n  - {METHOD: dba, SEED: 1}\n"
                  "  - {METHOD: no_aug, SEED: 0}\n")
     s = sweep.run_sweep(path, jobs=2, threads=1, progress=False)
@@ -195,16 +201,16 @@ def test_shared_resources_not_created_twice_at_once(tmp_path):
 
 def test_shared_keys():
     defaults = sweep.notebook_parameters(REPO / "notebooks" / "06_train_classifier.ipynb")
-    k = lambda **p: sweep.shared_keys(p, defaults, "cpu")  # noqa: E731
+    k = lambda **p: mdm_study.shared_keys({**defaults, **p}, "cpu")  # noqa: E731
     assert k(DATASET="breastmnist", METHOD="no_aug") == [] and k(METHOD="mixup", SEED=1) == []
     a = k(DATASET="breastmnist", METHOD="genmix", SEED=0)
     b = k(DATASET="breastmnist", METHOD="meddiffusemix", SEED=2)
     assert a[0] == b[0] and a[1] != b[1]  # full training split: seed-0 resources for all seeds
     assert k(DATASET="pneumoniamnist", METHOD="genmix", SEED=0)[0] != a[0]
     assert k(DATASET="breastmnist", METHOD="genmix", SEED=0, MODEL="resnet18") == a  # same bank
-    lim = sweep.shared_keys({"DATASET": "breastmnist", "METHOD": "dba", "SEED": 1}, defaults, "smoke")
-    assert lim[0] != sweep.shared_keys({"DATASET": "breastmnist", "METHOD": "dba", "SEED": 0},
-                                       defaults, "smoke")[0]  # limited data: per-seed resources
+    lim = mdm_study.shared_keys({**defaults, "DATASET": "breastmnist", "METHOD": "dba", "SEED": 1}, "smoke")
+    assert lim[0] != mdm_study.shared_keys({**defaults, "DATASET": "breastmnist", "METHOD": "dba", "SEED": 0},
+                                           "smoke")[0]  # limited data: per-seed resources
 
 
 def _sweep_cmd(grid: Path, jobs: int = 1) -> list[str]:

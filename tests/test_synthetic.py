@@ -8,7 +8,9 @@ import pandas as pd
 import pytest
 import torch
 
-from mdlib import lossfid, profiles, synthetic
+from mdlib import profiles
+from mdlib.studies.lossfid import study as lossfid
+from mdlib.studies.synthetic import study as synthetic
 from mdlib.data import ImageDataset
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -125,7 +127,7 @@ def test_lossfid_settings_and_paired_difference():
     d = lossfid.paired_difference(fd).iloc[0]
     assert d.diff_mean == pytest.approx(np.mean([0.5, 0.1, 0.7]))
     assert d.p_paired_t == pytest.approx(stats.ttest_rel([1.5, 2.1, 1.9], [1.0, 2.0, 1.2]).pvalue)
-    from mdlib.results import summarise
+    from mdlib.runs.results import summarise
     summ = summarise(fd, metrics=("fd",), by=("dataset", "loss"))
     assert summ.set_index("loss").loc["l2", "fd_mean"] == pytest.approx(np.mean([1.0, 2.0, 1.2]))
 

@@ -6,8 +6,8 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from mdlib import augment, data, metrics
-from mdlib.train import (TrainConfig, load_checkpoint, save_checkpoint, to_tensor,
-                         train_classifier)
+from mdlib.data import to_tensor
+from mdlib.train import TrainConfig, load_checkpoint, save_checkpoint, train_classifier
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +124,7 @@ def test_augmentation_interface(small):
 
 
 def test_frechet_distance():
-    from mdlib.fid import frechet_distance
+    from mdlib.diffusion.fid import frechet_distance
     rng = np.random.default_rng(0)
     a = rng.normal(size=(500, 4))
     assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6)

@@ -1,0 +1,171 @@
+"""Image folders described by a CSV (one row per image: relative path, integer label,
+optionally split and group), e.g. LC25000 lung tiles: a seeded, stratified split that
+keeps every group inside one split when a group column is given, saved as CSV next to
+the cached arrays.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .. import paths
+from ..io import atomic_savez
+from .base import SIZES, SPLITS, DataError, ImageDataset, md5sum, validate_arrays
+
+
+@dataclass(frozen=True)
+class FolderSpec:
+    """An image-folder + CSV dataset known to the registry."""
+    name: str
+    subdir: str
+    csv: str
+    path_col: str
+    label_col: str
+    group_col: str | None
+    modality: str
+    class_names: tuple[str, ...]
+    channels: int
+
+
+FOLDERS: dict[str, FolderSpec] = {
+    "lc25000_lung": FolderSpec(
+        "lc25000_lung", "histopathology/lc25000_lung", "labels.csv", "path", "binary_label",
+        "group_id", "histopathology", ("benign", "malignant"), 3),
+}
+
+
+def _read_image(path: Path, size: int | None, channels: int) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+    try:
+        with Image.open(path) as im:
+            im = im.convert("L" if channels == 1 else "RGB")
+            if size is not None and im.size != (size, size):
+                im = im.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=None)
+            a = np.asarray(im, dtype=np.uint8)
+    except (UnidentifiedImageError, OSError) as e:
+        raise DataError(f"{path}: cannot be read as an image ({e})") from e
+    return a[..., None] if a.ndim == 2 else a
+
+
+def grouped_split(labels: np.ndarray, groups: np.ndarray | None, val_frac: float,
+                  test_frac: float, seed: int) -> np.ndarray:
+    """Assign each row to 'train' / 'val' / 'test', stratified by label and, when groups are
+    given, keeping every group inside one split (no near-copies across splits)."""
+    from sklearn.model_selection import StratifiedGroupKFold
+    if not (0 < val_frac < 1 and 0 < test_frac < 1 and val_frac + test_frac < 1):
+        raise DataError(f"val_frac={val_frac}, test_frac={test_frac}: each must lie in (0, 1) "
+                        "and their sum below 1")
+    n = len(labels)
+    g = groups if groups is not None else np.arange(n)
+    out = np.full(n, "train", dtype=object)
+
+    def take(idx: np.ndarray, frac: float, seed_: int) -> np.ndarray:
+        k = max(2, round(1.0 / frac))
+        cv = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed_)
+        _, held = next(cv.split(np.zeros(len(idx)), labels[idx], g[idx]))
+        return idx[held]
+
+    test_idx = take(np.arange(n), test_frac, seed)
+    out[test_idx] = "test"
+    rest = np.flatnonzero(out == "train")
+    val_idx = take(rest, val_frac / (1.0 - test_frac), seed + 1)
+    out[val_idx] = "val"
+    return out.astype(str)
+
+
+def load_image_folder(root: str | os.PathLike, csv: str = "labels.csv", *, path_col: str = "path",
+                      label_col: str = "label", split_col: str | None = None,
+                      group_col: str | None = None, size: int | None = 28,
+                      channels: int | None = None, class_names: Sequence[str] | None = None,
+                      val_frac: float = 0.15, test_frac: float = 0.2, seed: int = 0,
+                      name: str | None = None, modality: str = "unknown",
+                      cache: bool = True, workers: int = 4) -> ImageDataset:
+    """Load an image folder described by a CSV (one row per image: relative path, integer
+    label, optionally split and group). Without a split column a seeded, stratified split is
+    made; with a group column it is grouped (whole groups go to one split). The split used
+    is saved next to the cached arrays as CSV."""
+    import pandas as pd
+    root = Path(root)
+    csv_path = root / csv if not Path(csv).is_absolute() else Path(csv)
+    if not root.is_dir():
+        raise DataError(f"{root}: image folder not found")
+    if not csv_path.is_file():
+        raise DataError(f"{csv_path}: label CSV not found")
+    if size is not None and size not in SIZES:
+        raise DataError(f"size={size}: expected one of {SIZES} or None (keep native size)")
+    try:
+        df = pd.read_csv(csv_path)
+    except Exception as e:
+        raise DataError(f"{csv_path}: cannot be parsed as CSV ({e})") from e
+    for col in [path_col, label_col] + [c for c in (split_col, group_col) if c]:
+        if col not in df.columns:
+            raise DataError(f"{csv_path}: column '{col}' not found (columns: {list(df.columns)})")
+    if len(df) == 0:
+        raise DataError(f"{csv_path}: no rows")
+    if not pd.api.types.is_integer_dtype(df[label_col]):
+        raise DataError(f"{csv_path}: column '{label_col}' must hold integer labels, "
+                        f"found dtype {df[label_col].dtype}")
+    labels = df[label_col].to_numpy(np.int64)
+    if labels.min() < 0:
+        raise DataError(f"{csv_path}: negative label {labels.min()} in '{label_col}'")
+    n_classes = int(labels.max()) + 1 if class_names is None else len(class_names)
+    if labels.max() >= n_classes:
+        raise DataError(f"{csv_path}: label {labels.max()} but only {n_classes} class names")
+    files = [root / p for p in df[path_col].astype(str)]
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing:
+        raise DataError(f"{csv_path}: {len(missing)} listed image(s) not found, e.g. {missing[0]}")
+    if split_col:
+        split = df[split_col].astype(str).to_numpy()
+        bad = sorted(set(split) - set(SPLITS))
+        if bad:
+            raise DataError(f"{csv_path}: column '{split_col}' holds {bad}; expected {SPLITS}")
+    else:
+        groups = df[group_col].astype(str).to_numpy() if group_col else None
+        split = grouped_split(labels, groups, val_frac, test_frac, seed)
+    if channels is None:
+        from PIL import Image, UnidentifiedImageError
+        try:
+            with Image.open(files[0]) as im:
+                channels = 1 if im.mode in ("L", "I", "I;16", "1") else 3
+        except (UnidentifiedImageError, OSError) as e:
+            raise DataError(f"{files[0]}: cannot be read as an image ({e})") from e
+
+    key = hashlib.md5(json.dumps([md5sum(csv_path), size, channels, list(split)],
+                                 sort_keys=True).encode()).hexdigest()[:12]
+    ds_name = name or root.name
+    cache_file = paths.cache_dir() / f"{ds_name}_{size}_{key}.npz"
+    if cache and cache_file.exists():
+        arrays = dict(np.load(cache_file, allow_pickle=False))
+    else:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            imgs = list(pool.map(lambda f: _read_image(f, size, channels), files))
+        shapes = {a.shape for a in imgs}
+        if len(shapes) > 1:
+            raise DataError(f"{root}: images differ in size {sorted(shapes)[:3]}...; pass size=")
+        x = np.stack(imgs)
+        arrays = {}
+        for s in SPLITS:
+            m = split == s
+            arrays[f"{s}_images"], arrays[f"{s}_labels"] = x[m], labels[m]
+        if cache:
+            atomic_savez(cache_file, **arrays)
+            split_df = df[[path_col, label_col]].assign(split=split)
+            if group_col:
+                split_df[group_col] = df[group_col]
+            tmp = cache_file.with_suffix(".split.csv.tmp")
+            split_df.to_csv(tmp, index=False)
+            os.replace(tmp, cache_file.with_suffix(".split.csv"))
+    splits = validate_arrays(arrays, str(csv_path), n_classes)
+    names = tuple(class_names) if class_names else tuple(f"class{i}" for i in range(n_classes))
+    return ImageDataset(ds_name, int(splits["train"][0].shape[1]), n_classes, channels,
+                        modality, names, splits, str(csv_path),
+                        {"split_file": str(cache_file.with_suffix(".split.csv")), "seed": seed})
+

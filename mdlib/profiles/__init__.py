@@ -1,0 +1,78 @@
+"""Profiles as data: ``mdlib/profiles/<name>.yaml``.
+
+``smoke``  CI: every notebook in minutes on two CPU cores (tiny subsets, 1-2 epochs).
+``cpu``    real results on a laptop CPU (about an hour for the whole study).
+``gpu``    the paper-scale protocol.
+
+Notebooks take ``PROFILE`` from their ``parameters`` cell, whose default reads the
+``MDLIB_PROFILE`` environment variable (nbval cannot inject parameters; papermill can).
+Every size, epoch count and step count in the study comes from the profile.
+"""
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PROFILE_DIR = Path(__file__).resolve().parent
+
+
+def available() -> list[str]:
+    return sorted(p.stem for p in PROFILE_DIR.glob("*.yaml"))
+
+
+def default_name() -> str:
+    """``MDLIB_PROFILE`` if set, else ``gpu`` when CUDA is available, else ``cpu``."""
+    env = os.environ.get("MDLIB_PROFILE")
+    if env:
+        return env
+    try:
+        import torch
+        return "gpu" if torch.cuda.is_available() else "cpu"
+    except ImportError:
+        return "cpu"
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def load(name: str | None = None, overrides: dict | None = None) -> dict[str, Any]:
+    """Load a profile by name (``extends:`` another profile is allowed), apply
+    ``overrides`` (nested dict), and return the resolved dict."""
+    name = name or default_name()
+    path = PROFILE_DIR / f"{name}.yaml"
+    if not path.is_file():
+        raise ValueError(f"unknown profile '{name}' (no {path}); available: {available()}")
+    with open(path) as f:
+        prof = yaml.safe_load(f) or {}
+    parent = prof.pop("extends", None)
+    if parent:
+        prof = _merge(load(parent), prof)
+    prof["name"] = name
+    return _merge(prof, overrides or {})
+
+
+def section(prof: dict, key: str) -> dict:
+    if key not in prof:
+        raise KeyError(f"profile '{prof.get('name')}' has no section '{key}'")
+    return copy.deepcopy(prof[key])
+
+
+def checked_section(prof: dict, key: str, known) -> dict:
+    """A copy of the profile's section ``key``; ``KeyError`` when it is missing or empty,
+    ``ValueError`` naming any key not in ``known``."""
+    s = dict(prof.get(key) or {})
+    if not s:
+        raise KeyError(f"profile '{prof.get('name')}' has no section '{key}'")
+    unknown = set(s) - set(known)
+    if unknown:
+        raise ValueError(f"profile {prof.get('name')}: {key} has unknown key(s) "
+                         f"{sorted(unknown)}; known: {list(known)}")
+    return s

@@ -1,0 +1,597 @@
+"""Sweeps: a grid of notebook parameters, declared as data, executed with papermill.
+
+A grid is a YAML file (``studies/*.yaml``)::
+
+    name: main_cpu                               # used in output paths (default: file stem)
+    notebook: notebooks/06_train_classifier.ipynb  # relative paths: to the repository root
+    profile: cpu                                 # the notebook's PROFILE; --profile overrides
+    fixed: {TASK: study}                         # parameters common to every configuration
+    grid:                                        # cartesian product of these lists
+      DATASET: [pneumoniamnist, breastmnist]
+      METHOD: [no_aug, mixup]
+      SEED: [0, 1, 2]
+    extra:                                       # explicit configurations, appended
+      - {DATASET: breastmnist, METHOD: no_aug, SEED: 3}
+
+or, for configurations that are not one product, a list of sub-grids, each with its own
+``grid`` / ``fixed`` / ``extra`` (the top-level ``fixed`` applies to all of them)::
+
+    fixed: {TASK: study}
+    grids:
+      - grid: {METHOD: [no_aug, mixup], SEED: [0, 1, 2]}
+      - grid: {METHOD: [meddiffusemix], SEED: [0, 1, 2, 3, 4]}
+        fixed: {DATASET: breastmnist}
+
+Every grid value is a list of values (a value may itself be a dict, e.g. ``METHOD_PARAMS:
+[{}, {smooth: false}]``). A configuration is the dict of parameters passed to the notebook
+(``PROFILE`` comes from ``profile``); it is identified by the hash of its sorted JSON
+(:func:`config_hash`). Duplicate configurations are run once.
+
+Before anything runs the grid is checked, and refused with an error naming the file and
+the problem (:class:`GridError`): unknown keys, a missing notebook, an unknown profile, a
+parameter that the notebook's ``parameters`` cell does not define, a grid value that is
+not a list, an empty list or no configuration at all, an unknown ``DATASET``
+(:func:`mdlib.data.dataset_names`), and whatever the study's hooks refuse (``hooks:``, a
+module name, see :func:`load_hooks`; the MedDiffuseMix study's refuses an unknown
+``METHOD`` and ``METHOD_PARAMS`` that the method's constructor refuses).
+
+Outputs, under the runs root (``MDLIB_RUNS_ROOT``)::
+
+    runs/sweeps/<profile>/<name>/<config hash>/params.json      the notebook's parameters
+                                              /executed.ipynb   papermill's output
+                                              /kernel.log       the kernel's stderr
+                                              /DONE             json, written last (atomic)
+                                              /FAILED           json, when it failed
+
+A configuration with ``DONE`` is skipped; anything else (never started, killed part-way,
+failed) is run again, so a killed sweep resumes with only what is missing. If the notebook
+printed a line ``RUN_DIR=<path>`` (notebook 06 does), the path is recorded in ``DONE`` and
+the executed notebook is copied there as ``executed.ipynb`` (unless one already is).
+
+Command line::
+
+    python -m mdlib.sweep studies/main_cpu.yaml [--profile P] [--jobs N] [--limit N]
+                                                [--threads T] [--dry-run | --status]
+
+``--jobs N`` executes N configurations at once, each kernel with ``T`` torch / OpenMP
+threads (``--threads``, else ``MDLIB_THREADS``, else ``max(1, cpus // N)``), exported as
+``OMP_NUM_THREADS`` and ``MDLIB_THREADS``. Configurations that would create the same
+shared resource (:func:`shared_keys`: an offline method's guidance classifier / diffusion
+model / bank) do not start together until one of them has finished. ``--limit N`` runs
+at most N of the missing configurations. ``--dry-run`` lists the configurations and what
+would run; ``--status`` lists done / missing / failed. A failing configuration is
+reported (papermill's error and the path of the partially executed notebook) and the
+others go on; the exit status is 1 if any failed, 2 for a refused grid, 130 after Ctrl-C
+(which stops the running notebooks; rerun the command to resume).
+
+Python: :func:`load_grid`, :func:`expand`, :func:`run_sweep`, :func:`status`.
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import itertools
+import json
+import multiprocessing
+import os
+import re
+import shutil
+import signal
+import sys
+import time
+import traceback
+from collections import Counter
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .. import paths
+from ..io import write_json
+from .store import config_hash
+
+DEFAULT_NOTEBOOK = "notebooks/06_train_classifier.ipynb"
+_TOP_KEYS = {"name", "notebook", "profile", "description", "fixed", "grid", "grids", "extra", "hooks"}
+_SUB_KEYS = {"grid", "fixed", "extra", "description"}
+#: parameters the sweep sets itself
+_RESERVED = ("PROFILE",)
+_RUN_DIR = re.compile(r"^RUN_DIR=(.+?)\s*$", re.M)
+
+
+class GridError(ValueError):
+    """A grid file that cannot be run; the message names the file and the problem."""
+
+
+@dataclass
+class SubGrid:
+    grid: dict[str, list] = field(default_factory=dict)
+    fixed: dict[str, Any] = field(default_factory=dict)
+    extra: list[dict] = field(default_factory=list)
+
+
+@dataclass
+class Grid:
+    path: Path
+    name: str
+    notebook: Path
+    profile: str | None
+    parts: list[SubGrid]
+    notebook_params: dict[str, Any]  # parameter name -> default (None where not a literal)
+    description: str = ""
+    hooks: str | None = None  # module with check_config / shared_keys (see load_hooks)
+
+
+def load_hooks(grid: "Grid"):
+    """The grid's study hooks: the module named by its ``hooks:`` key (e.g.
+    ``mdlib.studies.meddiffusemix.study``), imported by name so that this runner never
+    imports a study itself. It may define ``check_config(params, profile) -> None``
+    (raise ``ValueError`` to refuse a configuration; ``params`` are the notebook's
+    defaults updated by the configuration, ``profile`` the loaded profile or None) and
+    ``shared_keys(params, profile_name) -> list[str]``. None without ``hooks:``."""
+    if not grid.hooks:
+        return None
+    import importlib
+    try:
+        return importlib.import_module(grid.hooks)
+    except ImportError as e:
+        raise GridError(f"{grid.path}: hooks module '{grid.hooks}' cannot be imported: {e}") from None
+
+
+# --------------------------------------------------------------------------- loading
+def notebook_parameters(notebook: str | os.PathLike) -> dict[str, Any]:
+    """Names assigned at top level of the notebook's cell tagged ``parameters``, with their
+    default values where they are literals (else None)."""
+    import nbformat
+    nb = nbformat.read(str(notebook), as_version=4)
+    cells = [c for c in nb.cells if c.cell_type == "code" and "parameters" in c.metadata.get("tags", [])]
+    if len(cells) != 1:
+        raise ValueError(f"{notebook}: expected exactly one cell tagged 'parameters', found {len(cells)}")
+    out: dict[str, Any] = {}
+    for node in ast.parse(cells[0].source).body:
+        targets = []
+        if isinstance(node, ast.Assign):
+            targets, value = node.targets, node.value
+        elif isinstance(node, ast.AnnAssign) and node.value is not None:
+            targets, value = [node.target], node.value
+        for t in targets:
+            if isinstance(t, ast.Name):
+                try:
+                    out[t.id] = ast.literal_eval(value)
+                except (ValueError, TypeError, SyntaxError):
+                    out[t.id] = None
+    return out
+
+
+def _resolve_notebook(value: str) -> Path:
+    p = Path(value).expanduser()
+    return p if p.is_absolute() else paths.REPO_ROOT / p
+
+
+def _check_params(where: str, d: Any, known: dict, what: str) -> dict:
+    if d is None:
+        return {}
+    if not isinstance(d, dict):
+        raise GridError(f"{where}: {what} must be a mapping of parameter: value, got {type(d).__name__}")
+    for k in d:
+        if k in _RESERVED:
+            raise GridError(f"{where}: {what} sets {k}; the profile is given by the top-level "
+                            f"'profile:' key or --profile")
+        if k not in known:
+            raise GridError(f"{where}: unknown parameter '{k}' in {what}; the notebook's "
+                            f"parameters are {sorted(set(known) - set(_RESERVED))}")
+    return dict(d)
+
+
+def _sub(where: str, d: dict, known: dict) -> SubGrid:
+    bad = set(d) - _SUB_KEYS
+    if bad:
+        raise GridError(f"{where}: unknown keys {sorted(bad)} (allowed: {sorted(_SUB_KEYS)})")
+    grid = _check_params(where, d.get("grid"), known, "grid")
+    for k, v in grid.items():
+        if not isinstance(v, list):
+            raise GridError(f"{where}: grid value of {k} must be a list, got {v!r} "
+                            f"(write [{v!r}] for a single value, or put it in 'fixed')")
+        if not v:
+            raise GridError(f"{where}: grid value of {k} is an empty list (no configuration)")
+    fixed = _check_params(where, d.get("fixed"), known, "fixed")
+    extra = d.get("extra") or []
+    if not isinstance(extra, list):
+        raise GridError(f"{where}: 'extra' must be a list of configurations, got {type(extra).__name__}")
+    extra = [_check_params(where, e, known, f"extra[{i}]") for i, e in enumerate(extra)]
+    return SubGrid(grid=grid, fixed=fixed, extra=extra)
+
+
+def load_grid(path: str | os.PathLike, profile: str | None = None) -> Grid:
+    """Read and check a grid file (see the module docstring); ``profile`` overrides the
+    file's. Raises :class:`GridError` for anything that would not run."""
+    from .. import profiles
+    path = Path(path)
+    if not path.is_file():
+        raise GridError(f"{path}: grid file not found")
+    try:
+        d = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise GridError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(d, dict):
+        raise GridError(f"{path}: expected a mapping with 'grid' or 'grids', got {type(d).__name__}")
+    bad = set(d) - _TOP_KEYS
+    if bad:
+        raise GridError(f"{path}: unknown keys {sorted(bad)} (allowed: {sorted(_TOP_KEYS)})")
+    name = str(d.get("name") or path.stem)
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+        raise GridError(f"{path}: name '{name}' must be letters, digits, '_', '-', '.'")
+    notebook = _resolve_notebook(str(d.get("notebook") or DEFAULT_NOTEBOOK))
+    if not notebook.is_file():
+        raise GridError(f"{path}: notebook '{d.get('notebook') or DEFAULT_NOTEBOOK}' not found ({notebook})")
+    try:
+        known = notebook_parameters(notebook)
+    except ValueError as e:
+        raise GridError(f"{path}: {e}") from None
+    prof = profile or d.get("profile")
+    if prof is not None and str(prof) not in profiles.available():
+        raise GridError(f"{path}: unknown profile '{prof}'; available: {profiles.available()}")
+    if "PROFILE" not in known:
+        raise GridError(f"{path}: notebook {notebook} has no PROFILE parameter")
+    top_fixed = _check_params(str(path), d.get("fixed"), known, "fixed")
+    if "grids" in d:
+        if "grid" in d or "extra" in d:
+            raise GridError(f"{path}: give either 'grids' (a list of sub-grids) or 'grid' / 'extra', not both")
+        if not isinstance(d["grids"], list) or not d["grids"]:
+            raise GridError(f"{path}: 'grids' must be a non-empty list of sub-grids")
+        parts = []
+        for i, g in enumerate(d["grids"]):
+            if not isinstance(g, dict):
+                raise GridError(f"{path}: grids[{i}] must be a mapping with 'grid' / 'fixed' / 'extra'")
+            s = _sub(f"{path}: grids[{i}]", g, known)
+            s.fixed = {**top_fixed, **s.fixed}
+            parts.append(s)
+    else:
+        s = _sub(str(path), {k: d[k] for k in ("grid", "extra") if k in d}, known)
+        s.fixed = top_fixed
+        parts = [s]
+    hooks = d.get("hooks")
+    if hooks is not None and not (isinstance(hooks, str) and re.fullmatch(r"[A-Za-z_][\w.]*", hooks)):
+        raise GridError(f"{path}: hooks must be a dotted module name, got {hooks!r}")
+    grid = Grid(path=path, name=name, notebook=notebook, profile=str(prof) if prof else None,
+                parts=parts, notebook_params=known, description=str(d.get("description") or ""),
+                hooks=hooks)
+    configs = expand(grid)
+    if not configs:
+        raise GridError(f"{path}: the grid has no configurations")
+    _check_values(grid, configs)
+    return grid
+
+
+def _check_values(grid: Grid, configs: list[dict]) -> None:
+    """Refuse an unknown ``DATASET`` here, and whatever the grid's hooks refuse."""
+    from .. import data, profiles
+    names = data.dataset_names()
+    hooks = load_hooks(grid)
+    check = getattr(hooks, "check_config", None)
+    prof = profiles.load(grid.profile) if grid.profile else None
+    for c in configs:
+        full = {**grid.notebook_params, **c}
+        if "DATASET" in c and full["DATASET"] not in names:
+            raise GridError(f"{grid.path}: unknown dataset '{full['DATASET']}' in {c}; known: {names}")
+        if check is not None:
+            try:
+                check(full, prof)
+            except (TypeError, ValueError) as e:
+                raise GridError(f"{grid.path}: {e} in {c}") from None
+
+
+def expand(grid: Grid) -> list[dict]:
+    """The configurations of ``grid``, in order: per sub-grid, the product of its lists
+    (first key varies slowest) with ``fixed`` applied, then its ``extra`` entries (on top
+    of ``fixed``). ``fixed`` alone makes no configuration. Duplicates (same hash) are kept
+    once."""
+    out, seen = [], set()
+    for s in grid.parts:
+        keys = list(s.grid)
+        combos = ([dict(zip(keys, vals)) for vals in itertools.product(*(s.grid[k] for k in keys))]
+                  if keys else [])
+        for c in combos + list(s.extra):
+            cfg = {**s.fixed, **c}
+            h = config_hash(cfg)
+            if h not in seen:
+                seen.add(h)
+                out.append(cfg)
+    return out
+
+
+# --------------------------------------------------------------------------- layout / status
+def sweep_dir(grid: Grid, profile: str) -> Path:
+    return paths.runs_root() / "sweeps" / profile / grid.name
+
+
+def _profile(grid: Grid, profile: str | None) -> str:
+    from .. import profiles
+    prof = profile or grid.profile
+    if not prof:
+        raise GridError(f"{grid.path}: no profile (set 'profile:' in the file or pass --profile)")
+    if prof not in profiles.available():
+        raise GridError(f"{grid.path}: unknown profile '{prof}'; available: {profiles.available()}")
+    return prof
+
+
+def status(path: str | os.PathLike, profile: str | None = None) -> list[dict]:
+    """One row per configuration: ``hash``, ``state`` (done / failed / missing), ``dir``,
+    ``params`` (and ``run_dir`` where done)."""
+    grid = load_grid(path, profile)
+    prof = _profile(grid, profile)
+    root = sweep_dir(grid, prof)
+    rows = []
+    for c in expand(grid):
+        h = config_hash(c)
+        d = root / h
+        row = {"hash": h, "dir": d, "params": c}
+        if (d / "DONE").is_file():
+            row["state"] = "done"
+            try:
+                row["run_dir"] = json.loads((d / "DONE").read_text()).get("run_dir")
+            except (OSError, ValueError):
+                pass
+        else:
+            row["state"] = "failed" if (d / "FAILED").is_file() else "missing"
+        rows.append(row)
+    return rows
+
+
+# --------------------------------------------------------------------------- execution
+def _default_threads(jobs: int) -> int:
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cpus = os.cpu_count() or 1
+    return max(1, cpus // max(1, jobs))
+
+
+def _worker_init(threads: int) -> None:
+    # Ctrl-C is handled by the parent, which stops the workers (and so their kernels)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # inherited by the kernel papermill starts
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    os.environ["MKL_NUM_THREADS"] = str(threads)
+    os.environ["MDLIB_THREADS"] = str(threads)
+
+
+def _stream_text(nb) -> str:
+    out = []
+    for cell in nb.cells:
+        for o in cell.get("outputs", []):
+            if o.get("output_type") == "stream" and o.get("name") == "stdout":
+                out.append(o.get("text", ""))
+    return "".join(out)
+
+
+def execute_one(notebook: str, out_dir: str, params: dict, cwd: str | None = None) -> dict:
+    """Execute ``notebook`` with ``params`` into ``out_dir/executed.ipynb``; write
+    ``DONE`` (last) on success, ``FAILED`` on failure. Returns a result dict (never raises
+    for a notebook error)."""
+    import nbformat
+    import papermill as pm
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in ("DONE", "FAILED"):
+        (out_dir / stale).unlink(missing_ok=True)
+    write_json(out_dir / "params.json", params)
+    executed = out_dir / "executed.ipynb"
+    t0 = time.time()
+    # the kernel inherits this process's stderr: send its messages to kernel.log, not into
+    # the sweep's progress display
+    sys.stderr.flush()
+    saved = os.dup(2)
+    log_fd = os.open(out_dir / "kernel.log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.dup2(log_fd, 2)
+    os.close(log_fd)
+    try:
+        pm.execute_notebook(str(notebook), str(executed), parameters=params, kernel_name="python3",
+                            progress_bar=False, log_output=False, cwd=cwd)
+    except Exception as e:  # noqa: BLE001 - report any failure, go on with the others
+        if isinstance(e, pm.PapermillExecutionError):
+            msg = f"{e.ename}: {e.evalue} (cell {e.exec_count})"
+        else:
+            msg = "".join(traceback.format_exception_only(type(e), e)).strip()
+        info = {"error": msg, "notebook": str(executed), "wall_s": time.time() - t0,
+                "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "params": params}
+        write_json(out_dir / "FAILED", info)
+        return {"ok": False, **info}
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+    info = {"params": params, "notebook": str(executed), "wall_s": time.time() - t0,
+            "threads": os.environ.get("MDLIB_THREADS"), "run_dir": None,
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    try:
+        found = _RUN_DIR.findall(_stream_text(nbformat.read(str(executed), as_version=4)))
+    except Exception:  # noqa: BLE001 - a missing RUN_DIR line is not an error
+        found = []
+    if found:
+        run_dir = Path(found[-1].strip())
+        info["run_dir"] = str(run_dir)
+        target = run_dir / "executed.ipynb"
+        if run_dir.is_dir() and not target.exists():
+            tmp = run_dir / f".executed.ipynb.{os.getpid()}.tmp"
+            shutil.copyfile(executed, tmp)
+            os.replace(tmp, target)
+    write_json(out_dir / "DONE", info)
+    return {"ok": True, **info}
+
+
+def shared_keys(grid: Grid, params: dict, profile: str) -> list[str]:
+    """Resources that several configurations use and the first one creates (for notebook
+    06: an offline method's guidance classifier, diffusion model and bank), from the
+    grid's hooks. Two configurations sharing a key never start together until one of them
+    has finished, so that no resource is trained twice at once into the same run
+    directory. Empty without hooks."""
+    fn = getattr(load_hooks(grid), "shared_keys", None)
+    return list(fn({**grid.notebook_params, **params}, profile)) if fn else []
+
+
+def _progress(total: int, initial: int, enabled: bool):
+    from tqdm.auto import tqdm
+    return tqdm(total=total, initial=initial, unit="run", desc="sweep", disable=not enabled,
+                file=sys.stderr, dynamic_ncols=True)
+
+
+def run_sweep(path: str | os.PathLike, profile: str | None = None, jobs: int = 1,
+              limit: int | None = None, threads: int | None = None, dry_run: bool = False,
+              progress: bool = True, log=print) -> dict:
+    """Execute every configuration of the grid at ``path`` that has no ``DONE`` yet.
+
+    Returns ``{"total", "skipped", "done", "failed", "pending", "failures", "sweep_dir"}``:
+    ``skipped`` were already done, ``done`` / ``failed`` ran now, ``pending`` were left
+    out by ``limit`` (or ``dry_run``); ``failures`` lists ``{hash, params, error,
+    notebook}``."""
+    grid = load_grid(path, profile)
+    prof = _profile(grid, profile)
+    jobs = max(1, int(jobs))
+    if threads is None:
+        env = os.environ.get("MDLIB_THREADS")
+        threads = int(env) if env else _default_threads(jobs)
+    root = sweep_dir(grid, prof)
+    rows = status(path, prof)
+    todo = [r for r in rows if r["state"] != "done"]
+    skipped = len(rows) - len(todo)
+    run_now = todo if limit is None else todo[:max(0, int(limit))]
+    summary = {"total": len(rows), "skipped": skipped, "done": 0, "failed": 0,
+               "pending": len(todo) - (0 if dry_run else len(run_now)), "failures": [],
+               "sweep_dir": str(root)}
+    nb = grid.notebook
+    nb = nb.relative_to(paths.REPO_ROOT) if nb.is_relative_to(paths.REPO_ROOT) else nb
+    log(f"sweep {grid.name}: profile={prof} notebook={nb}"
+        f" configurations={len(rows)} done={skipped} to run={len(run_now)}"
+        f" jobs={jobs} threads/job={threads} -> {root}")
+    if dry_run:
+        for r in rows:
+            mark = "run  " if r in run_now else ("done " if r["state"] == "done" else "later")
+            log(f"  [{mark}] {r['hash']} {json.dumps(r['params'], sort_keys=True)}")
+        return summary
+    if not run_now:
+        return summary
+    cwd = str(grid.notebook.parent)
+    for r in run_now:
+        r["keys"] = shared_keys(grid, r["params"], prof)
+    bar = _progress(len(rows), skipped, progress)
+    bar.set_postfix(skipped=skipped, failed=0)
+
+    def record(r: dict, res: dict) -> None:
+        if res["ok"]:
+            summary["done"] += 1
+        else:
+            summary["failed"] += 1
+            summary["failures"].append({"hash": r["hash"], "params": r["params"],
+                                        "error": res["error"], "notebook": res["notebook"]})
+            bar.write(f"FAILED {r['hash']} {json.dumps(r['params'], sort_keys=True)}\n"
+                      f"  error: {res['error']}\n  notebook: {res['notebook']}", file=sys.stderr)
+        bar.update(1)
+        bar.set_postfix(skipped=skipped, failed=summary["failed"])
+
+    workers = min(jobs, len(run_now))
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_worker_init, initargs=(threads,))
+    queue, inflight = list(run_now), {}
+    warmed: set[str] = set()  # shared resources that a finished configuration created
+    busy: Counter = Counter()  # shared resources of the configurations in flight
+    try:
+        while queue or inflight:
+            for r in list(queue):  # start what may start, in order
+                if len(inflight) >= workers:
+                    break
+                if any(k not in warmed and busy[k] for k in r["keys"]):
+                    continue  # another configuration is creating a resource this one needs
+                queue.remove(r)
+                try:
+                    fut = pool.submit(execute_one, str(grid.notebook), str(r["dir"]),
+                                      {"PROFILE": prof, **r["params"]}, cwd)
+                except BrokenProcessPool as e:
+                    for q in [r] + queue:
+                        record(q, {"ok": False, "error": f"not run, worker pool broken: {e}",
+                                   "notebook": str(q["dir"] / "executed.ipynb")})
+                    queue.clear()
+                    break
+                inflight[fut] = r
+                busy.update(r["keys"])
+            if not inflight:
+                break
+            finished, _ = wait(inflight, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                r = inflight.pop(fut)
+                busy.subtract(r["keys"])
+                try:
+                    res = fut.result()
+                except BrokenProcessPool as e:
+                    res = {"ok": False, "error": f"worker process died: {e}",
+                           "notebook": str(r["dir"] / "executed.ipynb")}
+                except Exception as e:  # noqa: BLE001
+                    res = {"ok": False, "error": repr(e), "notebook": str(r["dir"] / "executed.ipynb")}
+                if res["ok"]:
+                    warmed.update(r["keys"])
+                record(r, res)
+    except KeyboardInterrupt:  # stop the workers; their kernels exit with them (ipykernel's
+        # parent poller); nothing unfinished has DONE, so a rerun resumes
+        for proc in list((getattr(pool, "_processes", None) or {}).values()):
+            proc.terminate()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    else:
+        pool.shutdown()
+    finally:
+        bar.close()
+    log(f"sweep {grid.name}: ran {summary['done'] + summary['failed']}, done={summary['done']} "
+        f"skipped={skipped} failed={summary['failed']} pending={summary['pending']}")
+    return summary
+
+
+# --------------------------------------------------------------------------- CLI
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m mdlib.sweep",
+                                 description="Execute a grid of notebook configurations with papermill "
+                                             "(see the module docstring for the grid format).")
+    ap.add_argument("grid", help="grid YAML file, e.g. studies/main_cpu.yaml")
+    ap.add_argument("--profile", help="override the grid's profile (smoke | cpu | gpu)")
+    ap.add_argument("--jobs", type=int, default=1, help="configurations executed at once (default 1)")
+    ap.add_argument("--threads", type=int, help="torch / OpenMP threads per job "
+                                                "(default: MDLIB_THREADS, else cpus // jobs)")
+    ap.add_argument("--limit", type=int, help="run at most N of the missing configurations")
+    ap.add_argument("--dry-run", action="store_true", help="list configurations, run nothing")
+    ap.add_argument("--status", action="store_true", help="list done / missing / failed configurations")
+    ap.add_argument("--json", action="store_true", help="print the summary as one JSON line at the end")
+    ap.add_argument("--no-progress", action="store_true", help="no progress bar")
+    a = ap.parse_args(argv)
+    try:
+        if a.status:
+            rows = status(a.grid, a.profile)
+            for r in rows:
+                extra = f" run={r['run_dir']}" if r.get("run_dir") else ""
+                print(f"{r['state']:8s}{r['hash']} {json.dumps(r['params'], sort_keys=True)}{extra}")
+            counts = {s: sum(r["state"] == s for r in rows) for s in ("done", "missing", "failed")}
+            print(f"{len(rows)} configurations: " + ", ".join(f"{k}={v}" for k, v in counts.items()))
+            return 0
+        summary = run_sweep(a.grid, profile=a.profile, jobs=a.jobs, limit=a.limit, threads=a.threads,
+                            dry_run=a.dry_run, progress=not a.no_progress)
+    except GridError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: rerun the same command to resume", file=sys.stderr)
+        return 130
+    if a.json:
+        print("SUMMARY=" + json.dumps(summary, sort_keys=True, default=str))
+    if summary["failures"]:
+        print(f"{summary['failed']} configuration(s) failed:", file=sys.stderr)
+        for f in summary["failures"]:
+            print(f"  {f['hash']} {json.dumps(f['params'], sort_keys=True)}: {f['error']}\n"
+                  f"    partially executed notebook: {f['notebook']}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    # run from the importable module, so that the workers unpickle mdlib.runs.sweep.execute_one
+    from mdlib.runs.sweep import main as _main
+    sys.exit(_main())

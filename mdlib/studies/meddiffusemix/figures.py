@@ -1,0 +1,306 @@
+"""The MedDiffuseMix study's figures (paper Figs. 2-7, t-SNE): each function takes arrays
+or result tables and returns a matplotlib Figure (shared helpers: :mod:`mdlib.plots`)."""
+from __future__ import annotations
+
+import math
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+
+from ...plots import hwc, overlay, show_image
+
+
+def augmentation_grid(columns: dict, row_labels: list[str], title: str = ""):
+    """Paper Fig. 3: one row per source image, one column per method. ``columns``:
+    method -> images (N,C,H,W) float in [0, 1] (the same N source images in every
+    column)."""
+    names = list(columns)
+    n = len(row_labels)
+    fig, axes = plt.subplots(n, len(names), figsize=(1.45 * len(names), 1.45 * n), squeeze=False)
+    for j, m in enumerate(names):
+        imgs = hwc(columns[m])
+        for i in range(n):
+            show_image(axes[i, j], imgs[i])
+            if i == 0:
+                axes[i, j].set_title(m, fontsize=8)
+        for i in range(n):
+            axes[i, 0].set_ylabel(row_labels[i], fontsize=7)
+    if title:
+        fig.suptitle(title, y=1.0, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def mdm_gradcam_figure(x1, cam1, xa, cama, row_labels: list[str], title: str = ""):
+    """Paper Fig. 7: original, its Grad-CAM, the MedDiffuseMix image, its Grad-CAM (for
+    the original's label)."""
+    x1, xa = hwc(x1), hwc(xa)
+    n = len(row_labels)
+    fig, axes = plt.subplots(n, 4, figsize=(1.6 * 4, 1.6 * n), squeeze=False)
+    heads = ("original", "Grad-CAM", "MedDiffuseMix", "Grad-CAM")
+    for i in range(n):
+        show_image(axes[i, 0], x1[i])
+        overlay(axes[i, 1], x1[i], np.asarray(cam1[i]))
+        show_image(axes[i, 2], xa[i])
+        overlay(axes[i, 3], xa[i], np.asarray(cama[i]))
+        axes[i, 0].set_ylabel(row_labels[i], fontsize=7)
+    for j, h in enumerate(heads):
+        axes[0, j].set_title(h, fontsize=8)
+    if title:
+        fig.suptitle(title, y=1.0, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def alpha_hist(records: dict):
+    """MedDiffuseMix: distribution of the initial and final alpha per dataset."""
+    fig, axes = plt.subplots(1, len(records), figsize=(3.4 * len(records), 2.6), squeeze=False)
+    for ax, (name, rec) in zip(axes[0], records.items()):
+        bins = np.linspace(0, max(0.85, float(rec["alpha_initial"].max()) + 0.05), 30)
+        ax.hist(rec["alpha_initial"], bins=bins, alpha=0.6, label="adaptive alpha (Eq. 6)")
+        ax.hist(rec["alpha"], bins=bins, alpha=0.6, label="after the preservation check")
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("alpha")
+    axes[0, 0].set_ylabel("images")
+    axes[0, 0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+METHOD_LABELS = {"no_aug": "No Aug", "standard_aug": "Standard Aug", "mixup": "Mixup",
+                 "saliencymix": "SaliencyMix", "genmix": "GenMix", "dba": "DBA",
+                 "meddiffusemix": "MedDiffuseMix"}
+
+
+def gain_bars(summary: pd.DataFrame, base: str = "no_aug", method: str = "meddiffusemix",
+              metric: str = "test_acc"):
+    """Paper Fig. 2: per dataset and backbone, ``base`` vs ``method`` (mean +- std over
+    seeds), the gain written above each pair and the average gain in the title."""
+    s = summary[summary.method.isin([base, method])]
+    groups = list(s.groupby(["dataset", "model"], sort=False).groups)
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.6 * len(groups)), 3.2))
+    w, gains = 0.38, []
+    for i, (d, m) in enumerate(groups):
+        g = s[(s.dataset == d) & (s.model == m)].set_index("method")
+        for j, meth in enumerate((base, method)):
+            if meth in g.index:
+                ax.bar(i + (j - 0.5) * w, g.loc[meth, f"{metric}_mean"], w,
+                       yerr=g.loc[meth, f"{metric}_std"], capsize=3,
+                       color=("#9aa5b1", "#c0392b")[j], label=METHOD_LABELS.get(meth, meth) if i == 0 else None)
+        if base in g.index and method in g.index:
+            gain = g.loc[method, f"{metric}_mean"] - g.loc[base, f"{metric}_mean"]
+            gains.append(gain)
+            top = max(g.loc[base, f"{metric}_mean"] + np.nan_to_num(g.loc[base, f"{metric}_std"]),
+                      g.loc[method, f"{metric}_mean"] + np.nan_to_num(g.loc[method, f"{metric}_std"]))
+            ax.text(i, top + 0.01, f"{gain:+.3f}", ha="center", fontsize=8)
+    ax.set_xticks(range(len(groups)))
+    ax.set_xticklabels([f"{d}\n{m}" for d, m in groups], fontsize=8)
+    lo = float(np.nanmin(s[f"{metric}_mean"])) if len(s) else 0
+    ax.set_ylim(max(0.0, lo - 0.15), 1.02)
+    ax.set_ylabel(metric.replace("test_", "test ").upper())
+    avg = f"average gain {np.mean(gains):+.3f}" if gains else "no pairs"
+    ax.set_title(f"{METHOD_LABELS.get(base, base)} vs {METHOD_LABELS.get(method, method)} ({avg})",
+                 fontsize=9)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def ablation_bars(summary: pd.DataFrame, order: list[str], metric: str = "test_acc",
+                  reference: pd.DataFrame | None = None):
+    """Paper Fig. 4: per dataset, full MedDiffuseMix and each component removed (mean +-
+    std over seeds); a dashed line per dataset for the No-Aug reference if given."""
+    ds = list(dict.fromkeys(summary["dataset"]))
+    fig, axes = plt.subplots(1, len(ds), figsize=(3.6 * len(ds), 3.2), squeeze=False)
+    pal = sns.color_palette("deep", len(order))
+    for ax, d in zip(axes[0], ds):
+        g = summary[summary.dataset == d].set_index("variant")
+        vals = [g.loc[v, f"{metric}_mean"] if v in g.index else np.nan for v in order]
+        errs = [g.loc[v, f"{metric}_std"] if v in g.index else np.nan for v in order]
+        ax.bar(range(len(order)), vals, yerr=np.nan_to_num(errs), color=pal, capsize=3)
+        if reference is not None and d in set(reference["dataset"]):
+            r = float(reference.loc[reference.dataset == d, f"{metric}_mean"].iloc[0])
+            ax.axhline(r, ls="--", c="k", lw=1, label="No Aug")
+            ax.legend(fontsize=7, loc="lower right")
+        ax.set_xticks(range(len(order)))
+        ax.set_xticklabels(order, rotation=35, ha="right", fontsize=7)
+        finite = [v for v in vals if np.isfinite(v)]
+        if finite:
+            ax.set_ylim(max(0.0, min(finite) - 0.1), min(1.02, max(finite) + 0.06))
+        ax.set_title(d, fontsize=9)
+    axes[0, 0].set_ylabel(metric.replace("test_", "test ").upper())
+    fig.tight_layout()
+    return fig
+
+
+def sensitivity_panels(curves: dict, heat: pd.DataFrame | None, metric: str, defaults: dict,
+                       stable: dict):
+    """Paper Fig. 5: one line panel per swept scalar (``curves``: name -> DataFrame with
+    columns value, dataset, mean, std), stable ranges shaded (``stable``: (name, dataset) ->
+    (lo, hi)), and a tau_h x tau_b heatmap per dataset (``heat``: dataset, tau_h, tau_b,
+    mean)."""
+    ds = sorted({d for c in curves.values() for d in c["dataset"]})
+    n_heat = len(ds) if heat is not None and len(heat) else 0
+    ncols = len(curves) + n_heat
+    fig, axes = plt.subplots(1, ncols, figsize=(3.3 * ncols, 3.0), squeeze=False)
+    pal = dict(zip(ds, sns.color_palette("deep", len(ds))))
+    for ax, (name, c) in zip(axes[0], curves.items()):
+        for d, g in c.groupby("dataset"):
+            g = g.sort_values("value")
+            ax.errorbar(g["value"], g["mean"], yerr=np.nan_to_num(g["std"]), marker="o", ms=3,
+                        capsize=2, color=pal[d], label=d)
+            if (name, d) in stable:
+                lo, hi = stable[name, d]
+                ax.axvspan(lo, hi, color=pal[d], alpha=0.12)
+        if name in defaults:
+            ax.axvline(defaults[name], ls=":", c="k", lw=1)
+        ax.set_xlabel(name)
+        ax.set_title(f"{name} (dotted: default)", fontsize=9)
+    axes[0, 0].set_ylabel(metric)
+    axes[0, 0].legend(fontsize=7)
+    for k, d in enumerate(ds[:n_heat]):
+        ax = axes[0, len(curves) + k]
+        h = heat[heat.dataset == d].pivot(index="tau_h", columns="tau_b", values="mean")
+        sns.heatmap(h, annot=True, fmt=".3f", cmap="viridis", ax=ax, cbar=False,
+                    annot_kws={"fontsize": 7})
+        ax.set_title(f"{d}: {metric}", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+_OK, _BAD = "#1a7f37", "#b42318"
+_HEAD = dict(fontsize=8.5, fontweight="bold")
+
+
+def _cam_grid(cells, col_titles, row_labels, title: str = "", note: str = "",
+              cam_alpha: float = 0.45, panel: float = 1.3):
+    """A grid of image / Grad-CAM panels of ``panel`` inches, laid out in inches (square
+    panels, fixed gaps) with bold column headings, row labels on the left, a Grad-CAM
+    colour bar on the right, an optional title above and a note below.
+    ``cells[i][j]``: dict with ``img`` and optionally ``cam`` (overlay), ``text`` (panel
+    title) and ``color`` (its colour); ``None`` leaves the panel empty."""
+    n, m = len(cells), len(col_titles)
+    texts = any(c is not None and c.get("text") for r in cells for c in r)
+    s, gx = panel, 0.06
+    gy = 0.24 if texts else 0.08
+    left, right = 0.05, 0.75                     # colour bar and its labels on the right
+    top = (0.22 if texts else 0.02) + 0.26 + (0.34 if title else 0.0)
+    bottom = 0.05 + (0.3 if note else 0.0)
+    W = left + m * s + (m - 1) * gx + right
+    H = top + n * s + (n - 1) * gy + bottom
+    fig = plt.figure(figsize=(W, H))
+    axes = np.empty((n, m), dtype=object)
+    for i in range(n):
+        y0 = H - top - (i + 1) * s - i * gy
+        for j in range(m):
+            ax = axes[i, j] = fig.add_axes([(left + j * (s + gx)) / W, y0 / H, s / W, s / H])
+            c = cells[i][j]
+            if c is None:
+                ax.axis("off")
+                continue
+            img = hwc(c["img"])
+            if c.get("cam") is not None:
+                overlay(ax, img, c["cam"], alpha=cam_alpha)
+            else:
+                show_image(ax, img)
+            if c.get("text"):
+                ax.set_title(c["text"], fontsize=7, pad=2, color=c.get("color", "black"))
+            for sp in ax.spines.values():
+                sp.set_visible(False)
+        axes[i, 0].set_ylabel(row_labels[i], fontsize=7.5, rotation=0, ha="right", va="center",
+                              labelpad=4)
+    y_head = (H - top + (0.22 if texts else 0.02) + 0.04) / H
+    for j, t in enumerate(col_titles):
+        fig.text((left + j * (s + gx) + s / 2) / W, y_head, t, ha="center", va="bottom", **_HEAD)
+    grid_top, grid_bottom = H - top, bottom
+    cax = fig.add_axes([(left + m * s + (m - 1) * gx + 0.12) / W, grid_bottom / H,
+                        0.09 / W, (grid_top - grid_bottom) / H])
+    cb = fig.colorbar(plt.cm.ScalarMappable(plt.Normalize(0, 1), "jet"), cax=cax)
+    cb.set_label("Grad-CAM", fontsize=7.5)
+    cb.ax.tick_params(labelsize=6.5)
+    cb.outline.set_visible(False)
+    if title:
+        fig.text((left + (m * s + (m - 1) * gx) / 2) / W, (H - 0.06) / H, title, ha="center",
+                 va="top", fontsize=9.5)
+    if note:
+        fig.text((left + (m * s + (m - 1) * gx) / 2) / W, 0.04 / H, note, ha="center",
+                 va="bottom", fontsize=6.5, color="#444444", wrap=True)
+    return fig
+
+
+def fig6_gradcam(images, labels, class_names, columns: dict, test_index=None, title: str = ""):
+    """Paper Fig. 6: one row per test image; the image, then for each classifier of
+    ``columns`` (name -> dict with ``maps``, ``p_true``, ``correct`` for these images)
+    its Grad-CAM for the true label, titled with the probability it gives the true
+    class (green: predicted correctly, red: not)."""
+    rows, row_labels = [], []
+    for i in range(len(images)):
+        cells = [{"img": images[i]}]
+        for name, c in columns.items():
+            ok = bool(c["correct"][i])
+            cells.append({"img": images[i], "cam": c["maps"][i],
+                          "text": f"p(y) = {float(c['p_true'][i]):.2f}",
+                          "color": _OK if ok else _BAD})
+        rows.append(cells)
+        lab = class_names[int(labels[i])]
+        row_labels.append(lab if test_index is None else f"{lab}\ntest #{int(test_index[i])}")
+    heads = ["test image"] + [f"{n}" for n in columns]
+    note = ("Grad-CAM for the true label; panel titles: predicted probability of the true "
+            "class\n(green: classified correctly, red: misclassified).")
+    return _cam_grid(rows, heads, row_labels, title, note)
+
+
+def fig7_bank_gradcam(x1, cam1, p1, xa, cama, pa, row_labels, alphas=None, title: str = ""):
+    """Paper Fig. 7: per row a training image ``x1``, its Grad-CAM, its MedDiffuseMix bank
+    image and that image's Grad-CAM (same classifier, ``x1``'s label); CAM panels titled
+    with the probability of ``x1``'s label, the bank image with its alpha."""
+    rows = []
+    for i in range(len(x1)):
+        a = "" if alphas is None else f"α = {float(alphas[i]):.2f}"
+        rows.append([{"img": x1[i]},
+                     {"img": x1[i], "cam": cam1[i], "text": f"p(y) = {float(p1[i]):.2f}"},
+                     {"img": xa[i], "text": a},
+                     {"img": xa[i], "cam": cama[i], "text": f"p(y) = {float(pa[i]):.2f}"}])
+    heads = ["original $x_1$", "Grad-CAM", "MedDiffuseMix", "Grad-CAM"]
+    note = ("Grad-CAM for the label of $x_1$; p(y): predicted probability of that label; "
+            "α: weight of the same-class\npartner $x_2$ inside the mixing mask (Eq. 4), after the saliency-preservation check.")
+    return _cam_grid(rows, heads, list(row_labels), title, note)
+
+
+def tsne_figure(panels: list[dict], class_names, title: str = "", ncols: int = 4):
+    """One scatter per method: ``panels`` = [{"title", "emb" (N,2), "labels" (N,)}, ...],
+    points coloured by class, a shared legend."""
+    import seaborn as sns
+    n = len(panels)
+    ncols = max(1, min(ncols, n))
+    nrows = math.ceil(n / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(2.45 * ncols, 2.45 * nrows + 0.3),
+                             squeeze=False)
+    pal = sns.color_palette("colorblind", max(len(class_names), 3))
+    for ax, p in zip(axes.flat, panels):
+        emb, y = np.asarray(p["emb"]), np.asarray(p["labels"])
+        for c in range(len(class_names)):
+            sel = y == c
+            ax.scatter(emb[sel, 0], emb[sel, 1], s=7, color=pal[c], alpha=0.75, linewidths=0,
+                       label=class_names[c], rasterized=True)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.grid(False)
+        for sp in ax.spines.values():
+            sp.set_color("#999999")
+            sp.set_linewidth(0.6)
+        ax.set_title(p["title"], fontsize=8.5)
+        ax.set_aspect("equal", adjustable="datalim")
+    for ax in axes.flat[n:]:
+        ax.axis("off")
+    handles = [plt.Line2D([], [], marker="o", ls="", color=pal[c], markersize=5)
+               for c in range(len(class_names))]
+    fig.legend(handles, list(class_names), loc="lower center", ncol=min(len(class_names), 6),
+               fontsize=8, frameon=False, bbox_to_anchor=(0.5, -0.01))
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    return fig
+
