@@ -382,8 +382,12 @@ class Denoiser(nn.Module):
         from diffusers.models.embeddings import get_timestep_embedding
         b, n1, n2 = t.shape
         uniq, inv = torch.unique(t, return_inverse=True)
-        e = self.temb(get_timestep_embedding(uniq, self.temb_dim))[inv.flatten()]
-        return e.view(b, n1, n2, self.N_LAYERS, 2, self.hidden).permute(3, 4, 0, 5, 1, 2)
+        e = self.temb(get_timestep_embedding(uniq, self.temb_dim))
+        if len(uniq) == 1:  # inference: one t for every point, broadcast (no copy)
+            e = e.view(1, 1, 1, self.N_LAYERS, 2, self.hidden).expand(b, n1, n2, -1, -1, -1)
+        else:
+            e = e[inv.flatten()].view(b, n1, n2, self.N_LAYERS, 2, self.hidden)
+        return e.permute(3, 4, 0, 5, 1, 2)
 
     def forward(self, y_t: torch.Tensor, cond: torch.Tensor | None, f: torch.Tensor,
                 t: torch.Tensor) -> torch.Tensor:

@@ -448,6 +448,7 @@ def grid(prof: dict, parts=("table", "ablation", "sensitivity")) -> tuple[list[d
         for st in se.get("datasets", []):
             for seed in se.get("seeds", s["seeds"][:1]):
                 first.append(_job("dcg", st, seed))
+                second.append(_job("diffmic", st, seed, "full"))  # every sweep's default point
                 for key in ("n_points", "hidden", "k"):
                     for v in se.get(key, []):
                         second.append(_job("diffmic", st, seed, "full", {key: int(v)}))
