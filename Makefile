@@ -32,7 +32,7 @@ $(STAMP): pyproject.toml Makefile
 # Run every notebook in order with papermill (executed copies: runs/notebooks/<profile>/);
 # notebook 06 (one training run) is executed by the sweeps over studies/*.yaml, between
 # notebooks 05 and 07; then the results section of README.md is rewritten.
-SWEEPS := studies/main_cpu.yaml studies/best_baseline_cpu.yaml studies/ablation_cpu.yaml studies/sensitivity_cpu.yaml
+SWEEPS := studies/main_cpu.yaml studies/ablation_cpu.yaml studies/sensitivity_cpu.yaml
 JOBS ?= 2
 study: $(STAMP)
 	@prof="$(PROFILE)"; [ -n "$$prof" ] || prof=$$($(PY) -c "from mdlib.profiles import default_name; print(default_name())"); \

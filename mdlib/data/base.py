@@ -6,6 +6,7 @@ labels as ``int64`` arrays of shape ``(N,)``.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 import os
@@ -37,6 +38,12 @@ class ImageDataset:
     splits: dict[str, tuple[np.ndarray, np.ndarray]]
     source: str = ""
     meta: dict = field(default_factory=dict)
+    #: the disease class of a binary task (precision / recall / F1 are reported for it;
+    #: e.g. 0 = malignant in BreastMNIST); None: label 1, or macro for multi-class tasks
+    positive_class: int | None = None
+    #: per split, the group of each image (e.g. the source tile of LC25000's rotated copies),
+    #: for resampling by group; None where images are independent
+    groups: dict[str, np.ndarray] | None = None
 
     def x(self, split: str) -> np.ndarray:
         return self.splits[split][0]
@@ -62,8 +69,19 @@ class ImageDataset:
         splits = dict(self.splits)
         splits["train"] = (x[idx], y[idx])
         meta = dict(self.meta, train_subset_size=int(len(idx)))
-        return ImageDataset(self.name, self.size, self.n_classes, self.channels, self.modality,
-                            self.class_names, splits, self.source, meta)
+        groups = None
+        if self.groups is not None:
+            groups = dict(self.groups)
+            groups["train"] = self.groups["train"][idx]
+        return dataclasses.replace(self, splits=splits, meta=meta, groups=groups)
+
+    def positive(self) -> int | None:
+        """The class whose precision / recall / F1 are reported: the registered disease
+        class of a binary task (label 1 when none is registered), None (macro averages)
+        for a multi-class task."""
+        if self.n_classes != 2:
+            return None
+        return 1 if self.positive_class is None else int(self.positive_class)
 
 
 def md5sum(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

@@ -32,12 +32,13 @@ class FolderSpec:
     modality: str
     class_names: tuple[str, ...]
     channels: int
+    positive_class: int | None = None  # the disease class of a binary task
 
 
 FOLDERS: dict[str, FolderSpec] = {
     "lc25000_lung": FolderSpec(
         "lc25000_lung", "histopathology/lc25000_lung", "labels.csv", "path", "binary_label",
-        "group_id", "histopathology", ("benign", "malignant"), 3),
+        "group_id", "histopathology", ("benign", "malignant"), 3, positive_class=1),
 }
 
 
@@ -86,7 +87,8 @@ def load_image_folder(root: str | os.PathLike, csv: str = "labels.csv", *, path_
                       channels: int | None = None, class_names: Sequence[str] | None = None,
                       val_frac: float = 0.15, test_frac: float = 0.2, seed: int = 0,
                       name: str | None = None, modality: str = "unknown",
-                      cache: bool = True, workers: int = 4) -> ImageDataset:
+                      cache: bool = True, workers: int = 4,
+                      positive_class: int | None = None) -> ImageDataset:
     """Load an image folder described by a CSV (one row per image: relative path, integer
     label, optionally split and group). Without a split column a seeded, stratified split is
     made; with a group column it is grouped (whole groups go to one split). The split used
@@ -165,7 +167,12 @@ def load_image_folder(root: str | os.PathLike, csv: str = "labels.csv", *, path_
             os.replace(tmp, cache_file.with_suffix(".split.csv"))
     splits = validate_arrays(arrays, str(csv_path), n_classes)
     names = tuple(class_names) if class_names else tuple(f"class{i}" for i in range(n_classes))
+    groups = None
+    if group_col:  # the images of each split are in CSV order (``split == s``)
+        g = df[group_col].astype(str).to_numpy()
+        groups = {s: g[split == s] for s in SPLITS}
     return ImageDataset(ds_name, int(splits["train"][0].shape[1]), n_classes, channels,
                         modality, names, splits, str(csv_path),
-                        {"split_file": str(cache_file.with_suffix(".split.csv")), "seed": seed})
+                        {"split_file": str(cache_file.with_suffix(".split.csv")), "seed": seed},
+                        positive_class=positive_class, groups=groups)
 

@@ -12,45 +12,94 @@ import seaborn as sns
 from ...plots import hwc, overlay, show_image
 
 
-def augmentation_grid(columns: dict, row_labels: list[str], title: str = ""):
+def _map_column(fig, axes_col, maps, cmap, vmin, vmax, label, title):
+    im = None
+    for ax, m in zip(axes_col, maps):
+        im = ax.imshow(np.asarray(m), cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
+        ax.set_xticks([])
+        ax.set_yticks([])
+    axes_col[0].set_title(title, fontsize=8)
+    cb = fig.colorbar(im, ax=list(axes_col), orientation="horizontal", fraction=0.04, pad=0.02,
+                      aspect=12)
+    cb.set_label(label, fontsize=7)
+    cb.ax.tick_params(labelsize=6)
+
+
+def augmentation_grid(columns: dict, row_labels: list[str], title: str = "", maps: dict | None = None):
     """Paper Fig. 3: one row per source image, one column per method. ``columns``:
-    method -> images (N,C,H,W) float in [0, 1] (the same N source images in every
-    column)."""
-    names = list(columns)
+    name -> images (N,C,H,W) float in [0, 1] (the same N source images in every column,
+    e.g. the original ``x1``, its partner ``x2`` and each method's output). ``maps``: extra
+    columns drawn as values with a colour bar each: name -> ``(maps (N,H,W), cmap, vmin,
+    vmax, colour-bar label)``, e.g. MedDiffuseMix's smoothed mask ``M_s`` and the change
+    ``|x_aug - x1|``, which make visible what a subtle augmentation changed."""
+    maps = maps or {}
+    names = list(columns) + list(maps)
     n = len(row_labels)
-    fig, axes = plt.subplots(n, len(names), figsize=(1.45 * len(names), 1.45 * n), squeeze=False)
-    for j, m in enumerate(names):
+    fig, axes = plt.subplots(n, len(names), figsize=(1.45 * len(names), 1.45 * n + (0.5 if maps else 0)),
+                             squeeze=False, layout="constrained")
+    for j, m in enumerate(columns):
         imgs = hwc(columns[m])
         for i in range(n):
             show_image(axes[i, j], imgs[i])
             if i == 0:
                 axes[i, j].set_title(m, fontsize=8)
-        for i in range(n):
-            axes[i, 0].set_ylabel(row_labels[i], fontsize=7)
+    for j, (m, (arr, cmap, vmin, vmax, label)) in enumerate(maps.items(), start=len(columns)):
+        _map_column(fig, axes[:, j], arr, cmap, vmin, vmax, label, m)
+    for i in range(n):
+        axes[i, 0].set_ylabel(row_labels[i], fontsize=7)
     if title:
-        fig.suptitle(title, y=1.0, fontsize=9)
-    fig.tight_layout()
+        fig.suptitle(title, fontsize=9)
     return fig
 
 
-def mdm_gradcam_figure(x1, cam1, xa, cama, row_labels: list[str], title: str = ""):
-    """Paper Fig. 7: original, its Grad-CAM, the MedDiffuseMix image, its Grad-CAM (for
-    the original's label)."""
+def mdm_gradcam_figure(x1, cam1, xa, cama, row_labels: list[str], title: str = "", x2=None,
+                       mask=None, cam_title: str = "Grad-CAM"):
+    """Paper Fig. 7: the original ``x1`` and its Grad-CAM, the partner ``x2`` and the
+    smoothed mask ``M_s`` (where mixing may happen; optional), the MedDiffuseMix image and
+    its Grad-CAM (for ``x1``'s label), and the change ``|x_aug - x1|``; Grad-CAM overlays on
+    the 0-1 scale of one colour bar, the change on a colour bar of its own."""
     x1, xa = hwc(x1), hwc(xa)
     n = len(row_labels)
-    fig, axes = plt.subplots(n, 4, figsize=(1.6 * 4, 1.6 * n), squeeze=False)
-    heads = ("original", "Grad-CAM", "MedDiffuseMix", "Grad-CAM")
+    heads = ["original x1", cam_title + " (x1)"]
+    if x2 is not None:
+        heads.append("partner x2")
+    if mask is not None:
+        heads.append("mask M_s")
+    heads += ["MedDiffuseMix", cam_title + " (x_aug)", "|x_aug - x1|"]
+    fig, axes = plt.subplots(n, len(heads), figsize=(1.5 * len(heads), 1.5 * n + 0.6), squeeze=False,
+                             layout="constrained")
+    change = np.abs(xa.astype(float) - x1.astype(float)).mean(-1)
+    vmax = max(float(np.quantile(change, 0.995)), 1e-3)
     for i in range(n):
-        show_image(axes[i, 0], x1[i])
-        overlay(axes[i, 1], x1[i], np.asarray(cam1[i]))
-        show_image(axes[i, 2], xa[i])
-        overlay(axes[i, 3], xa[i], np.asarray(cama[i]))
+        j = 0
+        show_image(axes[i, j], x1[i]); j += 1
+        overlay(axes[i, j], x1[i], np.asarray(cam1[i])); j += 1
+        if x2 is not None:
+            show_image(axes[i, j], hwc(x2)[i]); j += 1
+        if mask is not None:
+            axes[i, j].imshow(np.asarray(mask[i]), cmap="magma", vmin=0, vmax=1)
+            axes[i, j].set_xticks([]); axes[i, j].set_yticks([]); j += 1
+        show_image(axes[i, j], xa[i]); j += 1
+        overlay(axes[i, j], xa[i], np.asarray(cama[i])); j += 1
+        axes[i, j].imshow(change[i], cmap="viridis", vmin=0, vmax=vmax)
+        axes[i, j].set_xticks([]); axes[i, j].set_yticks([])
         axes[i, 0].set_ylabel(row_labels[i], fontsize=7)
     for j, h in enumerate(heads):
-        axes[0, j].set_title(h, fontsize=8)
+        axes[0, j].set_title(h, fontsize=7.5)
+    def bar(cmap, vmax, col, label):
+        sm = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(0, vmax))
+        cb = fig.colorbar(sm, ax=axes[-1, col], orientation="horizontal", fraction=0.05, pad=0.02,
+                          aspect=8)
+        cb.set_label(label, fontsize=6.5)
+        cb.ax.tick_params(labelsize=6)
+
+    bar("jet", 1, 1, "Grad-CAM (per-image 0-1)")
+    bar("jet", 1, len(heads) - 2, "Grad-CAM (per-image 0-1)")
+    bar("viridis", vmax, len(heads) - 1, "|x_aug - x1| (intensity)")
+    if mask is not None:
+        bar("magma", 1, heads.index("mask M_s"), "M_s")
     if title:
-        fig.suptitle(title, y=1.0, fontsize=9)
-    fig.tight_layout()
+        fig.suptitle(title, fontsize=9)
     return fig
 
 

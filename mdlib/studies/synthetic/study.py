@@ -27,6 +27,7 @@ Runs go to ``runs/synthetic/<profile>/<hash>/`` with the files of a study run
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -118,7 +119,6 @@ def regime_data(real, x_pool: np.ndarray | None, y_pool: np.ndarray | None, regi
                 multiple: float):
     """``real`` (an :class:`~mdlib.data.ImageDataset`) with its training split replaced
     by the regime's training set; validation and test stay real."""
-    from ...data import ImageDataset
     if regime not in REGIMES:
         raise ValueError(f"regime '{regime}': expected one of {REGIMES}")
     if regime == "real":
@@ -133,9 +133,9 @@ def regime_data(real, x_pool: np.ndarray | None, y_pool: np.ndarray | None, regi
         ys = np.concatenate([real.y("train"), ys])
     splits = dict(real.splits)
     splits["train"] = (xs, ys)
-    return ImageDataset(real.name, real.size, real.n_classes, real.channels, real.modality,
-                        real.class_names, splits, real.source,
-                        dict(real.meta, regime=regime, multiple=multiple))
+    groups = None if real.groups is None else dict(real.groups, train=None)  # synthetic: no groups
+    return dataclasses.replace(real, splits=splits, groups=groups,
+                               meta=dict(real.meta, regime=regime, multiple=multiple))
 
 
 def budget_epochs(epochs: int, n_real: int, n_train: int, batch_size: int,
