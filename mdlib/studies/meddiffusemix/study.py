@@ -187,3 +187,11 @@ def study_configs(prof: dict, datasets=None) -> list[tuple[str, int, dict]]:
             p, _ = tasks.study_setup(p, name)
             out.append((name, size, p))
     return out
+
+
+def cell_labels(df: pd.DataFrame, prof: dict) -> list[str]:
+    """A readable label per row of a runs / tests table: ``"<dataset> · <model>"``, with the
+    image size appended where it is not the profile's (e.g. the 64 px resolution check)."""
+    size = int(prof["image_size"])
+    return [f"{d} · {m}" + ("" if int(s) == size else f" · {int(s)} px")
+            for d, m, s in zip(df["dataset"], df["model"], df["image_size"])]
