@@ -170,6 +170,36 @@ def test_cli_check(tmp_path, data_root):
     assert r.returncode != 0 and str(bad) in r.stderr
 
 
+def test_labels_must_be_contiguous_when_classes_are_unknown(tmp_path):
+    """An unregistered file whose labels skip classes (0, 1 and one stray 9) is refused,
+    naming the empty classes; by the API, by the CLI and by the image-folder loader."""
+    a = _arrays()
+    a["train_labels"] = a["train_labels"].copy()
+    a["train_labels"][0] = 9
+    p = _write(tmp_path, a, "stray.npz")
+    with pytest.raises(DataError) as e:
+        data.check_file(p, verify=False)
+    msg = str(e.value)
+    assert str(p) in msg and "0..9" in msg and "class(es) 2-8 have no image" in msg
+    r = subprocess.run([sys.executable, "-m", "mdlib.data", "check", str(p)],
+                       capture_output=True, text=True)
+    assert r.returncode == 1 and "class(es) 2-8 have no image" in r.stderr, r.stderr
+    # gaps in several places are all named; a contiguous 3-class file is accepted
+    a["val_labels"] = a["val_labels"].copy()
+    a["val_labels"][0] = 4
+    with pytest.raises(DataError, match=r"class\(es\) 2-3, 5-8 have"):
+        data.check_file(_write(tmp_path, a, "stray2.npz"), verify=False)
+    ok = _arrays(k=3)
+    assert data.check_file(_write(tmp_path, ok, "three.npz"), verify=False).n_classes == 3
+    # the folder loader without class names: the same rule
+    root = _tiny_folder(tmp_path)
+    df = pd.read_csv(root / "labels.csv")
+    df.loc[df.label == 1, "label"] = 3
+    df.to_csv(root / "gap.csv", index=False)
+    with pytest.raises(DataError, match=r"class\(es\) 1-2 have no image"):
+        data.load_image_folder(root, "gap.csv", size=28, cache=False)
+
+
 def test_subsample_per_class_is_stratified_and_seeded():
     y = np.array([0] * 100 + [1] * 300 + [2] * 10)
     a = data.subsample_per_class(y, fraction=0.1, seed=3)

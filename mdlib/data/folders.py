@@ -17,7 +17,8 @@ import numpy as np
 
 from .. import paths
 from ..io import atomic_savez
-from .base import SIZES, SPLITS, DataError, ImageDataset, md5sum, validate_arrays
+from .base import (SIZES, SPLITS, DataError, ImageDataset, contiguous_classes, md5sum,
+                   validate_arrays)
 
 
 @dataclass(frozen=True)
@@ -117,7 +118,8 @@ def load_image_folder(root: str | os.PathLike, csv: str = "labels.csv", *, path_
     labels = df[label_col].to_numpy(np.int64)
     if labels.min() < 0:
         raise DataError(f"{csv_path}: negative label {labels.min()} in '{label_col}'")
-    n_classes = int(labels.max()) + 1 if class_names is None else len(class_names)
+    n_classes = (contiguous_classes([labels], str(csv_path)) if class_names is None
+                 else len(class_names))
     if labels.max() >= n_classes:
         raise DataError(f"{csv_path}: label {labels.max()} but only {n_classes} class names")
     files = [root / p for p in df[path_col].astype(str)]
