@@ -1,9 +1,8 @@
 """Property tests of the seven augmentation methods (mdlib.augment), on real BreastMNIST
-images when the shared data is there (synthetic tensors otherwise) and tiny models."""
+images (conftest's data rule) and tiny models."""
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -16,24 +15,17 @@ from mdlib.diffusion import DiffusionConfig, train_diffusion
 from mdlib.models import build_model
 from mdlib.saliency import gradcam
 
-BREAST = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "medmnist" / "breastmnist.npz"
-
-
 # tiny models gain nothing from threads (fixture in conftest.py)
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def data():
-    """48 training images (float (N,1,28,28) in [0,1]) and labels, both classes."""
-    if BREAST.exists():
-        with np.load(BREAST, allow_pickle=False) as z:
-            x, y = z["train_images"], z["train_labels"].reshape(-1)
-        idx = np.concatenate([np.flatnonzero(y == c)[:24] for c in range(2)])
-        x, y = x[idx], y[idx]
-    else:
-        rng = np.random.default_rng(0)
-        x, y = rng.integers(0, 256, (48, 28, 28), dtype=np.uint8), np.repeat(np.arange(2), 24)
+def data(breast_npz):
+    """48 real training images (float (N,1,28,28) in [0,1]) and labels, both classes."""
+    with np.load(breast_npz, allow_pickle=False) as z:
+        x, y = z["train_images"], z["train_labels"].reshape(-1)
+    idx = np.concatenate([np.flatnonzero(y == c)[:24] for c in range(2)])
+    x, y = x[idx], y[idx]
     return torch.from_numpy(x).float()[:, None] / 255.0, torch.from_numpy(y).long()
 
 

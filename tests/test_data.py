@@ -1,7 +1,9 @@
 """Data registry, validation (every bad-input case), loaders and subsampling."""
+import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -265,10 +267,153 @@ def test_image_folder_errors(tmp_path):
 
 
 def test_lc25000_split_by_group(data_root):
-    if not (data_root / "histopathology" / "lc25000_lung" / "labels.csv").is_file():
-        pytest.skip("LC25000 not present")
     ds = data.load_dataset("lc25000_lung", 28, root=data_root)
     split = pd.read_csv(ds.meta["split_file"])
     assert split.groupby("group_id")["split"].nunique().max() == 1
     assert sum(len(ds.y(s)) for s in data.SPLITS) == 3703
     assert ds.modality == "histopathology" and ds.channels == 3
+
+
+# ------------------------------------------------------------------ require (issue 12 item 17)
+def test_profile_datasets_cover_notebooks_and_grids():
+    from mdlib import profiles
+    repo = Path(__file__).resolve().parent.parent
+    smoke = data.profile_datasets(profiles.load("smoke"))
+    assert set(smoke) == {("pneumoniamnist", 28), ("breastmnist", 28), ("retinamnist", 28)}
+    cpu = data.profile_datasets(profiles.load("cpu"), [repo / "studies" / "main_cpu.yaml"])
+    assert ("lc25000_lung", 28) in cpu and len(cpu) == len(set(cpu))
+    gpu = data.profile_datasets(profiles.load("gpu"))
+    assert ("breastmnist", 64) in gpu and all(s == 64 for _, s in gpu)
+    with pytest.raises(DataError, match="sweep grid not found"):
+        data.profile_datasets(profiles.load("cpu"), [repo / "studies" / "nope.yaml"])
+
+
+def test_require_refuses_an_empty_root_naming_files_sources_and_places(tmp_path):
+    with pytest.raises(DataError) as e:
+        data.require(["breastmnist", "retinamnist:64", "lc25000_lung"], root=tmp_path,
+                     download=False)
+    msg = str(e.value)
+    assert "3 dataset(s) missing" in msg
+    # which file, from where, where to put it
+    assert str(tmp_path / "medmnist" / "breastmnist.npz") in msg
+    assert "retinamnist_64.npz" in msg and "zenodo.org/records/10519652" in msg
+    lc = msg[msg.index("- lc25000_lung"):]
+    assert str(tmp_path / "histopathology" / "lc25000_lung") in lc
+    assert "cannot be fetched by code" in lc and "labels.csv" in lc
+    assert "loser564/Lung-Cancer-Prediction-Model" in lc and "LC25000-clean" in lc
+    with pytest.raises(DataError, match="unknown dataset 'nosuch'"):
+        data.require(["nosuch"], root=tmp_path)
+    with pytest.raises(DataError, match="no 32 px version"):
+        data.require(["breastmnist:32"], root=tmp_path)
+
+
+def test_require_fetches_missing_medmnist_and_verifies_it(data_root, tmp_path, monkeypatch):
+    from mdlib.data import sources
+    fetched = []
+
+    def fake_download(flag, size, target):  # the medmnist package, without the network
+        fetched.append((flag, size))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(data_root / "medmnist" / "breastmnist.npz", target)
+
+    monkeypatch.setattr(sources, "_download_medmnist", fake_download)
+    rows = data.require(["breastmnist"], root=tmp_path)
+    assert fetched == [("breastmnist", 28)]
+    assert rows == [{"dataset": "breastmnist", "size": 28,
+                     "status": "downloaded, verified-by-counts"}]
+    rows = data.require(["breastmnist"], root=tmp_path)  # present now: not fetched again
+    assert len(fetched) == 1 and rows[0]["status"] == "verified-by-counts"
+    # a download that is not the official data is refused, not used
+    monkeypatch.setattr(sources, "_download_medmnist",
+                        lambda f, s, t: np.savez(t, **_arrays()))
+    with pytest.raises(DataError, match="split sizes"):
+        data.require(["pneumoniamnist"], root=tmp_path)
+
+
+def test_require_checks_the_lc25000_subset(data_root, tmp_path):
+    src = data_root / "histopathology" / "lc25000_lung"
+    rows = data.require(["lc25000_lung", "lc25000_lung:64"], root=data_root)
+    assert rows == [{"dataset": "lc25000_lung", "size": 28,
+                     "status": "verified (md5 of labels.csv and of every image)"}]
+    # another selection (a labels.csv that is not the project's) is refused
+    fake = tmp_path / "histopathology" / "lc25000_lung"
+    fake.parent.mkdir()
+    _tiny_folder(tmp_path).rename(fake)
+    with pytest.raises(DataError, match="is not the project's lc25000_lung subset"):
+        data.require(["lc25000_lung"], root=tmp_path)
+    # the project's labels.csv with an image missing or altered
+    shutil.rmtree(fake)
+    fake.mkdir()
+    shutil.copy(src / "labels.csv", fake / "labels.csv")
+    with pytest.raises(DataError, match="3703 of the 3703 images listed"):
+        data.require(["lc25000_lung"], root=tmp_path)
+    df = pd.read_csv(src / "labels.csv")
+    for rel in df.path:
+        (fake / rel).parent.mkdir(exist_ok=True)
+        (fake / rel).symlink_to(src / rel)
+    assert data.require(["lc25000_lung"], root=tmp_path, verify=False)[0]["status"] == "present"
+    (fake / df.path[5]).unlink()
+    (fake / df.path[5]).write_bytes(b"not the image")
+    with pytest.raises(DataError, match="1 image\\(s\\) differ from the md5"):
+        data.require(["lc25000_lung"], root=tmp_path)
+
+
+def test_require_cli(tmp_path, data_root):
+    env = dict(os.environ, MDLIB_DATA_ROOT=str(tmp_path))
+    r = subprocess.run([sys.executable, "-m", "mdlib.data", "require", "--profile", "smoke",
+                        "--no-download"], capture_output=True, text=True, env=env)
+    assert r.returncode == 1 and r.stdout == ""
+    assert r.stderr.startswith(f"ERROR data root {tmp_path}: 3 dataset(s) missing")
+    assert "Nothing was run" in r.stderr
+    r = subprocess.run([sys.executable, "-m", "mdlib.data", "require", "--dataset",
+                        "retinamnist", "--root", str(data_root)], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.strip() == "OK retinamnist 28px: official", r.stderr
+    r = subprocess.run([sys.executable, "-m", "mdlib.data", "require"], capture_output=True,
+                       text=True)
+    assert r.returncode == 2 and "give --profile" in r.stderr
+
+
+def test_make_study_and_test_check_the_data_before_anything_runs():
+    """Both make targets call ``python -m mdlib.data require`` before their first notebook
+    or test, so a missing dataset stops them with its message, not part-way."""
+    repo = Path(__file__).resolve().parent.parent
+    mk = (repo / "Makefile").read_text()
+    for target, first_work in (("study", "papermill"), ("test", "pytest")):
+        recipe = mk[mk.index(f"\n{target}: "):]
+        recipe = recipe[:recipe.index("\n\n")]
+        assert "-m mdlib.data require" in recipe, target
+        assert recipe.index("-m mdlib.data require") < recipe.index(first_work), target
+
+
+def test_make_test_checks_every_dataset_the_tests_read():
+    from conftest import TEST_DATASETS
+    from mdlib import profiles
+    repo = Path(__file__).resolve().parent.parent
+    line = next(l for l in (repo / "Makefile").read_text().splitlines()
+                if l.startswith("TEST_DATA :="))
+    args = line.split(":=", 1)[1].split()
+    checked = {a for flag, a in zip(args, args[1:]) if flag == "--dataset"}
+    assert args[:2] == ["--profile", "smoke"]
+    checked |= {f"{n}:{s}" if s != 28 else n for n, s in
+                data.profile_datasets(profiles.load("smoke"))}
+    assert set(TEST_DATASETS) <= checked
+
+
+def test_missing_data_stops_the_session_when_required_and_skips_loudly_otherwise(tmp_path):
+    """conftest's rule: with MDLIB_REQUIRE_DATA=1 (make test, CI) an empty data root stops
+    the session before any test, with require()'s message; without it the tests that read
+    real data skip, and the header and the summary say so."""
+    repo = Path(__file__).resolve().parent.parent
+    cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rs",
+           "tests/test_data.py::test_cli_check", "tests/test_data.py::test_rgb_and_sizes"]
+    env = dict(os.environ, MDLIB_DATA_ROOT=str(tmp_path), MDLIB_REQUIRE_DATA="1")
+    r = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True)
+    out = r.stdout + r.stderr
+    assert r.returncode == 1, out
+    assert "no test was run" in out and "lc25000_lung" in out and "passed" not in out
+    env["MDLIB_REQUIRE_DATA"] = "0"
+    r = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True)
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out
+    assert f"mdlib data root: {tmp_path} (MDLIB_DATA_ROOT); MISSING" in out
+    assert "1 passed, 1 skipped" in out and "1 test(s) SKIPPED: real data missing" in out

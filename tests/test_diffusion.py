@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import math
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,8 +11,6 @@ import torch
 
 from mdlib.diffusion import ddpm as D
 from mdlib.diffusion import CheckpointError, DiffusionConfig, DiffusionModel, train_diffusion
-
-BREAST = Path("/work/shared/data/medmnist/breastmnist.npz")
 
 TINY = dict(block_out_channels=(8, 16), batch_size=4, train_steps=4, checkpoint_every=2,
             sample_steps=4)
@@ -30,17 +27,13 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def breast():
-    """A few real training images (uint8 (N,H,W,C)) and labels, or random ones."""
-    if BREAST.exists():
-        from mdlib.data import check_file
-        ds = check_file(BREAST, verify=False)
-        x, y = ds.x("train"), ds.y("train")
-        idx = np.concatenate([np.flatnonzero(y == c)[:8] for c in range(2)])
-        return x[idx], y[idx]
-    rng = np.random.default_rng(0)
-    return (rng.integers(0, 256, (16, 28, 28, 1), dtype=np.uint8),
-            np.repeat(np.arange(2), 8))
+def breast(breast_npz):
+    """A few real training images (uint8 (N,H,W,C)) and labels (conftest's data rule)."""
+    from mdlib.data import check_file
+    ds = check_file(breast_npz, verify=False)
+    x, y = ds.x("train"), ds.y("train")
+    idx = np.concatenate([np.flatnonzero(y == c)[:8] for c in range(2)])
+    return x[idx], y[idx]
 
 
 @pytest.fixture(scope="module")

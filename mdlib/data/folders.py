@@ -34,12 +34,20 @@ class FolderSpec:
     class_names: tuple[str, ...]
     channels: int
     positive_class: int | None = None  # the disease class of a binary task
+    #: md5 of the registered CSV (the project's selection), checked by ``require``
+    csv_md5: str | None = None
+    #: CSV column with each image's md5, checked by ``require``
+    md5_col: str | None = None
+    #: what the folder holds, for messages
+    contents: tuple[str, ...] = ()
 
 
 FOLDERS: dict[str, FolderSpec] = {
     "lc25000_lung": FolderSpec(
         "lc25000_lung", "histopathology/lc25000_lung", "labels.csv", "path", "binary_label",
-        "group_id", "histopathology", ("benign", "malignant"), 3, positive_class=1),
+        "group_id", "histopathology", ("benign", "malignant"), 3, positive_class=1,
+        csv_md5="533c32faa8f40adec0a03353e727e1b9", md5_col="md5",
+        contents=("lung_n/", "lung_aca/", "lung_scc/ (3703 224x224 JPEG tiles)",)),
 }
 
 

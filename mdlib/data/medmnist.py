@@ -177,7 +177,8 @@ def _download_medmnist(flag: str, size: int, target: Path) -> None:
         cls(split="train", download=True, size=size, root=str(target.parent))
     except Exception as e:  # no internet, package missing, server error
         raise DataError(f"{target}: file not found and the download with the medmnist package "
-                        f"failed ({type(e).__name__}: {e}). Put the file there, or point "
+                        f"(from Zenodo, https://zenodo.org/records/10519652) failed "
+                        f"({type(e).__name__}: {e}). Put the file there, or point "
                         "MDLIB_DATA_ROOT at a folder holding medmnist/<file>.npz") from e
     if not target.exists():
         raise DataError(f"{target}: medmnist download finished but the file is not there")
