@@ -286,10 +286,28 @@ def test_profile_datasets_cover_notebooks_and_grids():
     assert set(smoke) == {("pneumoniamnist", 28), ("breastmnist", 28), ("retinamnist", 28)}
     cpu = data.profile_datasets(profiles.load("cpu"), [repo / "studies" / "main_cpu.yaml"])
     assert ("lc25000_lung", 28) in cpu and len(cpu) == len(set(cpu))
+    # the 64 px sub-grid is BreastMNIST's only: no other dataset is asked for at 64 px
+    assert [d for d in cpu if d[1] == 64] == [("breastmnist", 64)]
     gpu = data.profile_datasets(profiles.load("gpu"))
     assert ("breastmnist", 64) in gpu and all(s == 64 for _, s in gpu)
     with pytest.raises(DataError, match="sweep grid not found"):
         data.profile_datasets(profiles.load("cpu"), [repo / "studies" / "nope.yaml"])
+
+
+def test_profile_datasets_read_each_sub_grid_with_its_own_fixed_values(tmp_path):
+    from mdlib import profiles
+    g = tmp_path / "g.yaml"
+    g.write_text("fixed: {TASK: study, IMAGE_SIZE: 64}\n"
+                 "grids:\n"
+                 "  - grid: {DATASET: [pneumoniamnist], SEED: [0]}\n"
+                 "  - fixed: {DATASET: retinamnist, IMAGE_SIZE: 128}\n"
+                 "    grid: {SEED: [0, 1]}\n"
+                 "    extra: [{DATASET: breastmnist, IMAGE_SIZE: 224}, {SEED: 5}]\n"
+                 "  - grid: {DATASET: [lc25000_lung], IMAGE_SIZE: [28, 32]}\n")
+    prof = dict(profiles.load("smoke"), datasets=[], diffusion={}, loss_study={}, synthetic={})
+    assert data.profile_datasets(prof, [g]) == [
+        ("pneumoniamnist", 64), ("retinamnist", 128), ("breastmnist", 224),
+        ("lc25000_lung", 28), ("lc25000_lung", 32)]
 
 
 def test_require_refuses_an_empty_root_naming_files_sources_and_places(tmp_path):

@@ -55,26 +55,38 @@ def parse_dataset(item) -> tuple[str, int | None]:
     return name, (int(size) if size else None)
 
 
-def _grid_values(node, key: str) -> list:
-    """Every value of ``key`` anywhere in a parsed sweep grid (scalars and lists)."""
-    out: list = []
-    if isinstance(node, dict):
-        for k, v in node.items():
-            if k == key and v is not None:
-                out += list(v) if isinstance(v, (list, tuple)) else [v]
-            else:
-                out += _grid_values(v, key)
-    elif isinstance(node, (list, tuple)):
-        for v in node:
-            out += _grid_values(v, key)
-    return out
+def _as_list(v) -> list:
+    if v is None:
+        return []
+    return list(v) if isinstance(v, (list, tuple)) else [v]
+
+
+def _grid_configurations(spec: dict) -> list[dict]:
+    """The (DATASET, IMAGE_SIZE) parts of a sweep grid's configurations, per sub-grid:
+    top-level ``fixed``, then each sub-grid's ``fixed``, ``grid`` (lists) and ``extra``
+    (explicit configurations), as in :mod:`mdlib.runs.sweep` (which data cannot import)."""
+    top = dict(spec.get("fixed") or {})
+    subs = spec.get("grids") or [spec]
+    out = []
+    for sub in subs:
+        base = {**top, **(sub.get("fixed") or {})}
+        grid = sub.get("grid") or {}
+        names = _as_list(grid["DATASET"]) if "DATASET" in grid else _as_list(base.get("DATASET"))
+        sizes = _as_list(grid["IMAGE_SIZE"]) if "IMAGE_SIZE" in grid else \
+            _as_list(base.get("IMAGE_SIZE"))
+        out += [{"DATASET": n, "IMAGE_SIZE": z} for n in names for z in (sizes or [None])]
+        for extra in sub.get("extra") or []:
+            cfg = {**base, **extra}
+            out.append({"DATASET": cfg.get("DATASET"), "IMAGE_SIZE": cfg.get("IMAGE_SIZE")})
+    return [c for c in out if c["DATASET"] is not None]
 
 
 def profile_datasets(prof: dict, grids: Sequence[str | os.PathLike] = ()) -> list[tuple[str, int]]:
     """Every (dataset, image size) that a profile's notebooks and the sweep ``grids``
-    (``studies/*.yaml``: their ``DATASET`` and ``IMAGE_SIZE`` values) read: the profile's
-    ``datasets`` and the ``datasets`` of its ``diffusion``, ``loss_study`` and
-    ``synthetic`` sections, and the datasets of its ``study`` section."""
+    (``studies/*.yaml``: the ``DATASET`` and ``IMAGE_SIZE`` of each configuration; no
+    ``IMAGE_SIZE`` = the profile's) read: the profile's ``datasets`` and the ``datasets``
+    of its ``diffusion``, ``loss_study`` and ``synthetic`` sections, and the datasets of
+    its ``study`` section."""
     import yaml
     size = int(prof.get("image_size", 28))
     names: list[str] = list(prof.get("datasets") or [])
@@ -87,8 +99,8 @@ def profile_datasets(prof: dict, grids: Sequence[str | os.PathLike] = ()) -> lis
         if not g.is_file():
             raise DataError(f"{g}: sweep grid not found")
         spec = yaml.safe_load(g.read_text()) or {}
-        sizes = sorted({int(s) for s in _grid_values(spec, "IMAGE_SIZE")}) or [size]
-        pairs += [(str(n), s) for n in _grid_values(spec, "DATASET") for s in sizes]
+        pairs += [(str(c["DATASET"]), int(c["IMAGE_SIZE"]) if c["IMAGE_SIZE"] else size)
+                  for c in _grid_configurations(spec)]
     seen, out = set(), []
     for p in pairs:
         if p not in seen:
