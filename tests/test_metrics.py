@@ -1,5 +1,5 @@
 """mdlib.metrics against reference implementations and hand computations: precision /
-recall / F1 (label 1 positive; macro for multi-class) against scikit-learn and the
+recall / F1 (of label 1 by default, of label 0 with positive=0; macro for multi-class) against scikit-learn and the
 confusion matrix, AUC (binary, macro one-vs-rest, and a class absent from the test split),
 ECE with many occupied bins against torchmetrics and the definition."""
 from __future__ import annotations
@@ -36,9 +36,17 @@ def test_binary_precision_recall_f1_of_label_1():
     assert m["acc"] == pytest.approx((tp + tn) / len(y))
     for fn_, key in ((precision_score, "precision"), (recall_score, "recall"), (f1_score, "f1")):
         assert m[key] == pytest.approx(fn_(y, pred, pos_label=1, average="binary"))
-    # the positive class is label 1, not label 0: the two differ on this data
+    # the default positive class is label 1, not label 0: the two differ on this data
     assert m["recall"] != pytest.approx(recall_score(y, pred, pos_label=0))
     assert m["n"] == 300
+    # positive=0 (BreastMNIST's malignant): the same counts seen from class 0
+    m0 = metrics.classification_metrics(y, p, positive=0)
+    assert m0["precision"] == pytest.approx(tn / (tn + fn))
+    assert m0["recall"] == pytest.approx(tn / (tn + fp))
+    assert m0["f1"] == pytest.approx(2 * tn / (2 * tn + fn + fp))
+    assert (m0["acc"], m0["auc"], m0["ece"]) == (m["acc"], m["auc"], m["ece"])
+    with pytest.raises(ValueError, match="positive"):
+        metrics.classification_metrics(y, p, positive=2)
 
 
 def test_multiclass_macro_precision_recall_f1_with_a_class_never_predicted():

@@ -65,7 +65,7 @@ def test_selection_on_val_and_copy_of_best_weights(small):
     assert metrics.auc(small.y("val"), p_val) == pytest.approx(r.val["auc"], abs=1e-12)
     p_test = predict_proba(m, to_tensor(small.x("test")))
     np.testing.assert_array_equal(p_test, r.test_probs)
-    assert r.test == metrics.classification_metrics(small.y("test"), p_test)
+    assert r.test == metrics.classification_metrics(small.y("test"), p_test, small.positive())
     np.testing.assert_array_equal(r.test_labels, small.y("test"))
     # the kept state is a copy: changing the live model does not change it
     before = {k: v.clone() for k, v in r.state_dict.items()}
