@@ -7,6 +7,10 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # smoke | cpu | gpu; default: gpu where CUDA is available, else cpu
 PROFILE ?=
+# The data root, one rule for the library, the notebooks and the tests: DATA=<dir>, else
+# the MDLIB_DATA_ROOT environment variable, else data/ (empty in a clone). Every target
+# that reads data first runs `python -m mdlib.data require`, which downloads and verifies
+# MedMNIST and refuses a missing dataset (LC25000) with what to put where, before any work.
 DATA ?=
 export MDLIB_DATA_ROOT ?= $(if $(DATA),$(abspath $(DATA)),$(CURDIR)/data)
 
@@ -37,6 +41,7 @@ JOBS ?= 2
 study: $(STAMP)
 	@prof="$(PROFILE)"; [ -n "$$prof" ] || prof=$$($(PY) -c "from mdlib.profiles import default_name; print(default_name())"); \
 	echo "== study with profile $$prof, data root $$MDLIB_DATA_ROOT"; \
+	$(PY) -m mdlib.data require --profile $$prof $(addprefix --grid ,$(SWEEPS)) || exit 1; \
 	mkdir -p runs/notebooks/$$prof; start=$$(date +%s); \
 	for nb in $(NOTEBOOKS); do \
 	  case "$$(basename $$nb)" in \
@@ -52,12 +57,18 @@ study: $(STAMP)
 sweep: $(STAMP)
 	$(PY) -m mdlib.sweep $(GRID) $(if $(PROFILE),--profile $(PROFILE)) --jobs $(JOBS)
 
-# Unit tests, then every notebook executed headlessly by nbval on the smoke profile.
+# Unit tests, then every notebook executed headlessly by nbval on the smoke profile. Real
+# data is required (MDLIB_REQUIRE_DATA=1): the datasets of the smoke notebooks and of the
+# tests (tests/conftest.py: TEST_DATASETS) are fetched / verified first, or the target
+# stops with the message of what is missing; no test is skipped for want of data.
+TEST_DATA := --profile smoke --dataset breastmnist:64 --dataset lc25000_lung
 test: $(STAMP)
-	MDLIB_PROFILE=smoke $(PY) -m pytest tests --nbval-lax --nbval-current-env notebooks
+	$(PY) -m mdlib.data require $(TEST_DATA)
+	MDLIB_REQUIRE_DATA=1 MDLIB_PROFILE=smoke $(PY) -m pytest tests --nbval-lax --nbval-current-env notebooks
 
 test-unit: $(STAMP)
-	$(PY) -m pytest tests
+	$(PY) -m mdlib.data require $(TEST_DATA)
+	MDLIB_REQUIRE_DATA=1 $(PY) -m pytest tests
 
 report: $(STAMP)
 	$(PY) -m mdlib.studies.report --profile $(or $(PROFILE),cpu)

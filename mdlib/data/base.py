@@ -145,6 +145,36 @@ def validate_arrays(arrays: dict[str, np.ndarray], source: str, n_classes: int |
     return out
 
 
+def _ranges(values: Sequence[int]) -> str:
+    """``[2, 3, 4, 7]`` -> ``"2-4, 7"``."""
+    out, vals = [], sorted(int(v) for v in values)
+    i = 0
+    while i < len(vals):
+        j = i
+        while j + 1 < len(vals) and vals[j + 1] == vals[j] + 1:
+            j += 1
+        out.append(str(vals[i]) if i == j else f"{vals[i]}-{vals[j]}")
+        i = j + 1
+    return ", ".join(out)
+
+
+def contiguous_classes(labels: Sequence[np.ndarray], source: str) -> int:
+    """The class count ``K`` of labels whose classes are not known from a registry: the
+    labels of all splits together must be exactly ``0 .. K-1``. A label far above the
+    others would otherwise create classes without a single image (a K-way classifier with
+    empty outputs, undefined per-class metrics). Raises :class:`DataError` naming the
+    empty classes."""
+    present = np.unique(np.concatenate([np.asarray(y).reshape(-1) for y in labels]))
+    k = int(present.max()) + 1
+    if len(present) != k:
+        empty = sorted(set(range(k)) - set(present.tolist()))
+        raise DataError(f"{source}: labels {{{_ranges(present)}}} do not form a contiguous "
+                        f"range 0..{k - 1}: class(es) {_ranges(empty)} have no image in any "
+                        f"split. Relabel the {len(present)} classes present as "
+                        f"0..{len(present) - 1}")
+    return k
+
+
 def subsample_per_class(y: np.ndarray, fraction: float | None = None,
                         per_class: int | None = None, seed: int = 0) -> np.ndarray:
     """Seeded, stratified subset of indices: ``fraction`` of every class (at least 2 per

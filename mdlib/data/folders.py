@@ -17,7 +17,8 @@ import numpy as np
 
 from .. import paths
 from ..io import atomic_savez
-from .base import SIZES, SPLITS, DataError, ImageDataset, md5sum, validate_arrays
+from .base import (SIZES, SPLITS, DataError, ImageDataset, contiguous_classes, md5sum,
+                   validate_arrays)
 
 
 @dataclass(frozen=True)
@@ -33,12 +34,20 @@ class FolderSpec:
     class_names: tuple[str, ...]
     channels: int
     positive_class: int | None = None  # the disease class of a binary task
+    #: md5 of the registered CSV (the project's selection), checked by ``require``
+    csv_md5: str | None = None
+    #: CSV column with each image's md5, checked by ``require``
+    md5_col: str | None = None
+    #: what the folder holds, for messages
+    contents: tuple[str, ...] = ()
 
 
 FOLDERS: dict[str, FolderSpec] = {
     "lc25000_lung": FolderSpec(
         "lc25000_lung", "histopathology/lc25000_lung", "labels.csv", "path", "binary_label",
-        "group_id", "histopathology", ("benign", "malignant"), 3, positive_class=1),
+        "group_id", "histopathology", ("benign", "malignant"), 3, positive_class=1,
+        csv_md5="533c32faa8f40adec0a03353e727e1b9", md5_col="md5",
+        contents=("lung_n/", "lung_aca/", "lung_scc/ (3703 224x224 JPEG tiles)",)),
 }
 
 
@@ -55,29 +64,55 @@ def _read_image(path: Path, size: int | None, channels: int) -> np.ndarray:
     return a[..., None] if a.ndim == 2 else a
 
 
+def _n_folds(val_frac: float, test_frac: float, max_folds: int) -> tuple[int, int, int]:
+    """``(k, n_val, n_test)``: the number of folds ``k <= max_folds`` (fewest among the
+    best) whose multiples ``n_val / k`` and ``n_test / k`` come closest to the fractions."""
+    best = None
+    for k in range(3, max(3, max_folds) + 1):
+        nv, nt = max(1, round(val_frac * k)), max(1, round(test_frac * k))
+        if nv + nt >= k:
+            continue
+        err = max(abs(nv / k - val_frac), abs(nt / k - test_frac))
+        if best is None or err < best[0] - 1e-12:
+            best = (err, k, nv, nt)
+    if best is None:
+        raise DataError(f"val_frac={val_frac}, test_frac={test_frac}: no split into at most "
+                        f"{max_folds} folds leaves a training split")
+    return best[1], best[2], best[3]
+
+
 def grouped_split(labels: np.ndarray, groups: np.ndarray | None, val_frac: float,
-                  test_frac: float, seed: int) -> np.ndarray:
+                  test_frac: float, seed: int, max_folds: int = 20) -> np.ndarray:
     """Assign each row to 'train' / 'val' / 'test', stratified by label and, when groups are
-    given, keeping every group inside one split (no near-copies across splits)."""
-    from sklearn.model_selection import StratifiedGroupKFold
+    given, keeping every group inside one split (no near-copies across splits).
+
+    One seeded ``StratifiedGroupKFold`` pass cuts the data into ``k`` folds of about
+    ``1/k`` of the images each (and of each class), ``k <= max_folds`` chosen so that whole
+    folds give the requested fractions (20 folds: 0.15 -> 3 folds, 0.2 -> 4); the folds,
+    in a seeded random order, go to test, then val, the rest to train. The fractions are
+    therefore met to within the nearest ``1/k`` and the size of one group."""
+    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
     if not (0 < val_frac < 1 and 0 < test_frac < 1 and val_frac + test_frac < 1):
         raise DataError(f"val_frac={val_frac}, test_frac={test_frac}: each must lie in (0, 1) "
                         "and their sum below 1")
+    labels = np.asarray(labels)
     n = len(labels)
-    g = groups if groups is not None else np.arange(n)
+    g = np.asarray(groups) if groups is not None else np.arange(n)
+    # every fold needs a group of every class: at most as many folds as the rarest class has groups
+    per_class = min(len(np.unique(g[labels == c])) for c in np.unique(labels))
+    k, n_val, n_test = _n_folds(val_frac, test_frac, min(max_folds, per_class))
+    if groups is not None:
+        cv = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+        folds = [held for _, held in cv.split(np.zeros(n), labels, g)]
+    else:  # one image per group: the plain stratified split (much faster)
+        cv = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
+        folds = [held for _, held in cv.split(np.zeros(n), labels)]
+    order = np.random.default_rng(seed).permutation(k)
     out = np.full(n, "train", dtype=object)
-
-    def take(idx: np.ndarray, frac: float, seed_: int) -> np.ndarray:
-        k = max(2, round(1.0 / frac))
-        cv = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed_)
-        _, held = next(cv.split(np.zeros(len(idx)), labels[idx], g[idx]))
-        return idx[held]
-
-    test_idx = take(np.arange(n), test_frac, seed)
-    out[test_idx] = "test"
-    rest = np.flatnonzero(out == "train")
-    val_idx = take(rest, val_frac / (1.0 - test_frac), seed + 1)
-    out[val_idx] = "val"
+    for i in order[:n_test]:
+        out[folds[i]] = "test"
+    for i in order[n_test:n_test + n_val]:
+        out[folds[i]] = "val"
     return out.astype(str)
 
 
@@ -117,7 +152,8 @@ def load_image_folder(root: str | os.PathLike, csv: str = "labels.csv", *, path_
     labels = df[label_col].to_numpy(np.int64)
     if labels.min() < 0:
         raise DataError(f"{csv_path}: negative label {labels.min()} in '{label_col}'")
-    n_classes = int(labels.max()) + 1 if class_names is None else len(class_names)
+    n_classes = (contiguous_classes([labels], str(csv_path)) if class_names is None
+                 else len(class_names))
     if labels.max() >= n_classes:
         raise DataError(f"{csv_path}: label {labels.max()} but only {n_classes} class names")
     files = [root / p for p in df[path_col].astype(str)]

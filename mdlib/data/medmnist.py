@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from .. import paths
-from .base import SPLITS, DataError, ImageDataset, md5sum, validate_arrays
+from .base import (SPLITS, DataError, ImageDataset, contiguous_classes, md5sum,
+                   validate_arrays)
 
 log = logging.getLogger(__name__)
 
@@ -118,8 +119,8 @@ def check_file(path: str | os.PathLike, verify: bool = True) -> ImageDataset:
     arrays = _read_npz(path)
     splits = validate_arrays(arrays, str(path), spec.n_classes if spec else None)
     x0 = splits["train"][0]
-    if spec is None:
-        n_classes = int(max(int(y.max()) for _, y in splits.values()) + 1)
+    if spec is None:  # classes not known from the registry: they must be 0..K-1
+        n_classes = contiguous_classes([y for _, y in splits.values()], str(path))
         return ImageDataset(path.stem, x0.shape[1], n_classes, x0.shape[-1], "unknown",
                             tuple(f"class{i}" for i in range(n_classes)), splits, str(path))
     if x0.shape[-1] != spec.channels:
@@ -176,7 +177,8 @@ def _download_medmnist(flag: str, size: int, target: Path) -> None:
         cls(split="train", download=True, size=size, root=str(target.parent))
     except Exception as e:  # no internet, package missing, server error
         raise DataError(f"{target}: file not found and the download with the medmnist package "
-                        f"failed ({type(e).__name__}: {e}). Put the file there, or point "
+                        f"(from Zenodo, https://zenodo.org/records/10519652) failed "
+                        f"({type(e).__name__}: {e}). Put the file there, or point "
                         "MDLIB_DATA_ROOT at a folder holding medmnist/<file>.npz") from e
     if not target.exists():
         raise DataError(f"{target}: medmnist download finished but the file is not there")
