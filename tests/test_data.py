@@ -480,3 +480,25 @@ def test_grouped_split_rejects_impossible_fractions():
     for v, t in ((0.0, 0.2), (0.5, 0.5), (0.2, 1.2)):
         with pytest.raises(DataError, match="val_frac"):
             data.grouped_split(labels, groups, v, t, seed=0)
+
+
+def test_lc25000_split_is_pinned(data_root):
+    """LC25000's grouped split is the one every LC25000 result of the project used
+    (``split_version=1``); a change to the split code must not move it silently (run
+    hashes do not include the split). Pinned: the md5 of the per-image split letters in
+    labels.csv order, and the split sizes."""
+    import hashlib
+
+    import pandas as pd
+
+    from mdlib.data.folders import FOLDERS, _grouped_split_v1, grouped_split
+    spec = FOLDERS["lc25000_lung"]
+    assert spec.split_version == 1
+    df = pd.read_csv(data_root / spec.subdir / spec.csv)
+    labels = df[spec.label_col].to_numpy()
+    groups = df[spec.group_col].astype(str).to_numpy()
+    split = _grouped_split_v1(labels, groups, 0.15, 0.2, 0)
+    assert hashlib.md5("".join(s[0] for s in split).encode()).hexdigest() == "cbfbd613f2c7b8d484d8744b248fb587"
+    assert {s: int((split == s).sum()) for s in ("train", "val", "test")} == {"train": 2365, "val": 596, "test": 742}
+    # the current algorithm (version 2) would give another split: the pin is what keeps it
+    assert not (grouped_split(labels, groups, 0.15, 0.2, 0) == split).all()

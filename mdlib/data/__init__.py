@@ -55,7 +55,8 @@ def load_dataset(name: str, size: int = 28, root: str | os.PathLike | None = Non
         return load_image_folder(folder, f.csv, path_col=f.path_col, label_col=f.label_col,
                                  group_col=f.group_col, size=size, channels=f.channels,
                                  class_names=f.class_names, seed=seed, name=name,
-                                 modality=f.modality, positive_class=f.positive_class)
+                                 modality=f.modality, positive_class=f.positive_class,
+                                 split_version=f.split_version)
     raise DataError(f"unknown dataset '{name}'; known: {dataset_names()}")
 
 

@@ -40,6 +40,9 @@ class FolderSpec:
     md5_col: str | None = None
     #: what the folder holds, for messages
     contents: tuple[str, ...] = ()
+    #: which version of the seeded grouped split the dataset is pinned to (1: the one its
+    #: earlier results used; 2: :func:`grouped_split`, which honours the fractions)
+    split_version: int = 2
 
 
 FOLDERS: dict[str, FolderSpec] = {
@@ -47,7 +50,8 @@ FOLDERS: dict[str, FolderSpec] = {
         "lc25000_lung", "histopathology/lc25000_lung", "labels.csv", "path", "binary_label",
         "group_id", "histopathology", ("benign", "malignant"), 3, positive_class=1,
         csv_md5="533c32faa8f40adec0a03353e727e1b9", md5_col="md5",
-        contents=("lung_n/", "lung_aca/", "lung_scc/ (3703 224x224 JPEG tiles)",)),
+        contents=("lung_n/", "lung_aca/", "lung_scc/ (3703 224x224 JPEG tiles)",),
+        split_version=1),
 }
 
 
@@ -79,6 +83,30 @@ def _n_folds(val_frac: float, test_frac: float, max_folds: int) -> tuple[int, in
         raise DataError(f"val_frac={val_frac}, test_frac={test_frac}: no split into at most "
                         f"{max_folds} folds leaves a training split")
     return best[1], best[2], best[3]
+
+
+def _grouped_split_v1(labels: np.ndarray, groups: np.ndarray | None, val_frac: float,
+                      test_frac: float, seed: int) -> np.ndarray:
+    """The first version of :func:`grouped_split`, kept because LC25000's split (and so
+    every LC25000 result of this project) was made with it: test = one fold of a seeded
+    ``StratifiedGroupKFold`` into ``round(1 / test_frac)`` folds, val = one fold of the rest
+    into ``round((1 - test_frac) / val_frac)`` folds (so the fractions are met only to the
+    nearest ``1/k``: 0.2 -> 20%, 0.15 -> 16%)."""
+    from sklearn.model_selection import StratifiedGroupKFold
+    n = len(labels)
+    g = groups if groups is not None else np.arange(n)
+    out = np.full(n, "train", dtype=object)
+
+    def take(idx: np.ndarray, frac: float, seed_: int) -> np.ndarray:
+        k = max(2, round(1.0 / frac))
+        cv = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed_)
+        _, held = next(cv.split(np.zeros(len(idx)), labels[idx], g[idx]))
+        return idx[held]
+
+    out[take(np.arange(n), test_frac, seed)] = "test"
+    rest = np.flatnonzero(out == "train")
+    out[take(rest, val_frac / (1.0 - test_frac), seed + 1)] = "val"
+    return out.astype(str)
 
 
 def grouped_split(labels: np.ndarray, groups: np.ndarray | None, val_frac: float,
@@ -123,7 +151,7 @@ def load_image_folder(root: str | os.PathLike, csv: str = "labels.csv", *, path_
                       val_frac: float = 0.15, test_frac: float = 0.2, seed: int = 0,
                       name: str | None = None, modality: str = "unknown",
                       cache: bool = True, workers: int = 4,
-                      positive_class: int | None = None) -> ImageDataset:
+                      positive_class: int | None = None, split_version: int = 2) -> ImageDataset:
     """Load an image folder described by a CSV (one row per image: relative path, integer
     label, optionally split and group). Without a split column a seeded, stratified split is
     made; with a group column it is grouped (whole groups go to one split). The split used
@@ -167,7 +195,10 @@ def load_image_folder(root: str | os.PathLike, csv: str = "labels.csv", *, path_
             raise DataError(f"{csv_path}: column '{split_col}' holds {bad}; expected {SPLITS}")
     else:
         groups = df[group_col].astype(str).to_numpy() if group_col else None
-        split = grouped_split(labels, groups, val_frac, test_frac, seed)
+        if split_version not in (1, 2):
+            raise DataError(f"split_version={split_version}: expected 1 or 2")
+        split = (_grouped_split_v1 if split_version == 1 else grouped_split)(
+            labels, groups, val_frac, test_frac, seed)
     if channels is None:
         from PIL import Image, UnidentifiedImageError
         try:
