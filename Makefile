@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install --quiet --upgrade pip
 	# torch first, alone: on machines with a local wheel cache pip takes it from there
 	$(PY) -m pip install --quiet "torch>=2.1,<2.15" "torchvision>=0.16,<0.30"
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet -e ".[dev,ray]"
 	# grad-cam pulls opencv-python-headless; both wheels ship cv2. Reinstall the contrib
 	# wheel last so cv2.saliency (SaliencyMix's detector) is the one that stays.
 	$(PY) -m pip install --quiet --force-reinstall --no-deps "opencv-contrib-python-headless>=4.8"

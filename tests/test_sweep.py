@@ -31,16 +31,21 @@ def write(tmp_path: Path, text: str, name: str = "grid.yaml") -> Path:
 
 def tiny_notebook(path: Path) -> Path:
     """A notebook that runs in a second: fails when X == 1, prints its thread setting and
-    a RUN_DIR line when RUN_DIR is given, appends its start / end times to LOG if given."""
+    a RUN_DIR line when RUN_DIR is given, appends its start / end times to LOG if given,
+    sleeps SLEEP seconds (only once if MARK names a file: it creates it)."""
     nb = new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     p = new_code_cell("PROFILE = 'smoke'\nX = 0\nRUN_DIR = None\nLOG = None\n"
-                      "DATASET = 'breastmnist'\nMETHOD = 'no_aug'\nSEED = 0")
+                      "DATASET = 'breastmnist'\nMETHOD = 'no_aug'\nSEED = 0\nSLEEP = 0\nMARK = None")
     p.metadata["tags"] = ["parameters"]
     nb.cells = [p, new_code_cell(
         "import os, time\n"
         "t0 = time.time()\n"
         "assert X != 1, 'X must not be 1'\n"
+        "if SLEEP and not (MARK and os.path.exists(MARK)):\n"
+        "    if MARK:\n"
+        "        open(MARK, 'w').close()\n"
+        "    time.sleep(SLEEP)\n"
         "print('threads', os.environ.get('OMP_NUM_THREADS'), os.environ.get('MDLIB_THREADS'))\n"
         "if RUN_DIR:\n"
         "    os.makedirs(RUN_DIR, exist_ok=True)\n"
@@ -133,11 +138,14 @@ def test_expand_list_of_grids(tmp_path):
     assert configs[9]["METHOD_PARAMS"] == {"check": False}
 
 
-def test_hashes_are_stable():
-    grid = sweep.load_grid(SMOKE)
-    configs = sweep.expand(grid)
-    assert [config_hash(c) for c in configs] == [config_hash(c) for c in sweep.expand(sweep.load_grid(SMOKE))]
-    assert len({config_hash(c) for c in configs}) == len(configs) == 4
+def test_hashes_are_pinned():
+    """The smoke grid's configurations hash to the directory names finished sweeps already
+    have (a changed hash would orphan every finished sweep directory): pinned values, and
+    the definition (first 12 hex digits of the SHA-256 of the sorted, compact JSON)."""
+    import hashlib
+    configs = sweep.expand(sweep.load_grid(SMOKE))
+    assert [config_hash(c) for c in configs] == ["aec933fe9b6c", "f9c022c4d814", "e2aee1fa61dc", "4baf7242965a"]
+    assert [(c["METHOD"], c["SEED"]) for c in configs] == [("no_aug", 0), ("no_aug", 1), ("mixup", 0), ("mixup", 1)]
     reordered = dict(reversed(list(configs[0].items())))
     assert config_hash(reordered) == config_hash(configs[0])
     # pinned: changing the hash would orphan every finished sweep directory
@@ -260,3 +268,131 @@ def test_kill_and_resume(tmp_path, data_root):
     s = sweep.run_sweep(grid, progress=False)  # finished: nothing runs
     assert (s["skipped"], s["done"], s["failed"], s["pending"]) == (total, 0, 0, 0)
     assert all((root / h / "executed.ipynb").stat().st_mtime_ns == m for h, m in finished.items())
+
+
+# --------------------------------------------------------------------------- command line
+def _tiny_grid(tmp_path: Path, extra: str = "", name: str = "cli", xs=(0, 2, 3)) -> Path:
+    nb = tiny_notebook(tmp_path / "tiny.ipynb")
+    return write(tmp_path, f"name: {name}\nprofile: smoke\nnotebook: {nb}\n"
+                 f"grid: {{X: {list(xs)}}}\n{extra}", name=f"{name}.yaml")
+
+
+def _executed(grid: Path) -> dict[int, int]:
+    """X -> mtime of its executed notebook, for the configurations that ran."""
+    return {r["params"]["X"]: (r["dir"] / "executed.ipynb").stat().st_mtime_ns
+            for r in sweep.status(grid) if (r["dir"] / "executed.ipynb").is_file()}
+
+
+def test_cli_limit_dry_run_and_status(tmp_path, capsys):
+    """--limit runs only N missing configurations (the others stay pending); --dry-run
+    lists what would run and what is done without running anything; --status shows
+    done / running / missing / failed, including a configuration whose lock another
+    process holds."""
+    from mdlib import locks
+    grid = _tiny_grid(tmp_path)
+    assert sweep.main([str(grid), "--limit", "1", "--json", "--no-progress"]) == 0
+    s = json.loads(capsys.readouterr().out.split("SUMMARY=", 1)[1])
+    assert (s["total"], s["done"], s["pending"], s["skipped"]) == (3, 1, 2, 0)
+    ran = _executed(grid)
+    assert list(ran) == [0]
+
+    assert sweep.main([str(grid), "--dry-run", "--limit", "1"]) == 0
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("  [")]
+    assert [ln[3:8] for ln in lines] == ["done ", "run  ", "later"]
+    assert sweep.main([str(grid), "--dry-run"]) == 0
+    assert [ln[3:8] for ln in capsys.readouterr().out.splitlines() if ln.startswith("  [")] == \
+        ["done ", "run  ", "run  "]
+    assert _executed(grid) == ran  # the dry runs executed nothing
+
+    rows = sweep.status(grid)
+    held = locks.try_lock(rows[1]["dir"] / ".lock", what="a test holding it")
+    (rows[2]["dir"]).mkdir(parents=True, exist_ok=True)
+    write_json = __import__("mdlib.io", fromlist=["write_json"]).write_json
+    write_json(rows[2]["dir"] / "FAILED", {"error": "x"})
+    try:
+        assert sweep.main([str(grid), "--status"]) == 0
+        out = capsys.readouterr().out.splitlines()
+        assert [ln.split()[0] for ln in out[:3]] == ["done", "running", "failed"]
+        assert f"by pid {os.getpid()}" in out[1] and "a test holding it" in out[1]
+        assert out[3] == "3 configurations: done=1, running=1, missing=0, failed=1"
+    finally:
+        held.release()
+    assert [r["state"] for r in sweep.status(grid)] == ["done", "missing", "failed"]
+    assert sweep.main([str(grid), "--json", "--no-progress"]) == 0  # the rest; the done one is kept
+    s = json.loads(capsys.readouterr().out.split("SUMMARY=", 1)[1])
+    assert (s["done"], s["skipped"], s["failed"], s["pending"]) == (2, 1, 0, 0)
+    assert _executed(grid)[0] == ran[0]
+    assert sweep.main([str(grid), "--backend", "local", "--address", "auto"]) == 2  # needs ray
+
+
+def _cli_args(grid: Path, *args: str) -> list[str]:
+    return [sys.executable, "-m", "mdlib.sweep", str(grid), "--json", "--no-progress", *args]
+
+
+def _cli_env(env: dict | None = None) -> dict:
+    return dict(os.environ, MDLIB_THREADS="1", OMP_NUM_THREADS="1", **(env or {}))
+
+
+def _cli(grid: Path, *args: str, env: dict | None = None) -> subprocess.Popen:
+    """The sweep command in its own session (a terminal's Ctrl-C reaches its process group)."""
+    return subprocess.Popen(_cli_args(grid, *args), cwd=REPO, env=_cli_env(env), start_new_session=True,
+                            text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def _wait_until(cond, timeout: float, what: str, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.time() + timeout
+    while not cond():
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"the sweep ended before {what}: {proc.stderr.read()[-3000:]}")
+        assert time.time() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def test_ctrl_c_exits_130_and_the_rerun_resumes(tmp_path):
+    """Ctrl-C (SIGINT to the sweep's process group, as a terminal sends it) while a
+    configuration runs: exit status 130, the interrupted configuration has no DONE (and
+    its lock is free again), the finished one keeps its DONE; the rerun exits 0 after
+    running only what is missing."""
+    from mdlib import locks
+    mark = tmp_path / "slept"
+    grid = _tiny_grid(tmp_path, extra=f"extra: [{{X: 5, SLEEP: 60, MARK: '{mark}'}}]\n", xs=(0,))
+    rows = sweep.status(grid)
+    slow = rows[-1]["dir"]
+    proc = _cli(grid, "--jobs", "1")
+    try:
+        _wait_until(mark.exists, 120, "the slow configuration started", proc)
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, err[-3000:]
+    assert "interrupted: rerun the same command to resume" in err
+    assert not (slow / "DONE").exists() and not locks.is_held(slow / ".lock")
+    states = [r["state"] for r in sweep.status(grid)]
+    assert states == ["done", "missing"]
+    before = _executed(grid)
+    r = subprocess.run(_cli_args(grid), cwd=REPO, env=_cli_env(), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-3000:]
+    s = json.loads(r.stdout.split("SUMMARY=", 1)[1])
+    assert (s["done"], s["skipped"], s["failed"]) == (1, 1, 0), (s, r.stderr[-3000:])
+    assert _executed(grid)[0] == before[0]
+
+
+def test_two_sweeps_at_once_run_each_configuration_once(tmp_path):
+    """Two local sweeps over the same grid started at the same moment: every
+    configuration is executed exactly once (by one of them; the other finds it locked,
+    tries again, and counts it done elsewhere); both exit 0."""
+    from mdlib import locks
+    log = tmp_path / "work.jsonl"
+    grid = _tiny_grid(tmp_path, extra="fixed: {SLEEP: 1}\n")
+    env = {"MDLIB_WORK_LOG": str(log)}
+    procs = [_cli(grid, "--jobs", "1", env=env) for _ in range(2)]
+    outs = [p.communicate(timeout=240) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [o[1][-2000:] for o in outs]
+    sums = [json.loads(o[0].split("SUMMARY=", 1)[1]) for o in outs]
+    assert sum(s["done"] for s in sums) == 3
+    assert all(s["done"] + s["elsewhere"] + s["skipped"] == 3 and s["failed"] == 0 for s in sums)
+    executed = [r["what"] for r in locks.read_work_log(log) if r["event"] == "execute"]
+    assert sorted(executed) == sorted(str(r["dir"]) for r in sweep.status(grid))  # each once
+    assert all(r["state"] == "done" for r in sweep.status(grid))
