@@ -147,9 +147,10 @@ def test_hashes_are_pinned():
     assert [config_hash(c) for c in configs] == ["aec933fe9b6c", "f9c022c4d814", "e2aee1fa61dc", "4baf7242965a"]
     assert [(c["METHOD"], c["SEED"]) for c in configs] == [("no_aug", 0), ("no_aug", 1), ("mixup", 0), ("mixup", 1)]
     reordered = dict(reversed(list(configs[0].items())))
-    assert config_hash(reordered) == config_hash(configs[0])
-    # pinned: changing the hash would orphan every finished sweep directory
-    assert config_hash({"DATASET": "breastmnist", "METHOD": "no_aug", "SEED": 0, "TASK": "study"}) == "aec933fe9b6c"
+    assert config_hash(reordered) == "aec933fe9b6c"
+    blob = '{"DATASET":"breastmnist","METHOD":"no_aug","SEED":0,"TASK":"study"}'
+    assert hashlib.sha256(blob.encode()).hexdigest()[:12] == "aec933fe9b6c"
+    assert config_hash({**configs[0], "SEED": 0.0}) != "aec933fe9b6c"  # 0.0 is not 0 in JSON
 
 
 def test_study_grids_load():
@@ -162,6 +163,94 @@ def test_study_grids_load():
     assert counts["main_cpu"] == 3 * 7 * 3 + 3 * 2 * 2
     assert counts["ablation_cpu"] == 3 * 5 * 2
     assert counts["sensitivity_cpu"] == 3 * (4 + 4 + 3)
+    assert counts["main_gpu"] == 5 * 7 * 3 * 5
+    assert counts["ablation_gpu"] == 5 * 3 * 5
+    assert counts["sensitivity_gpu"] == (4 + 4 + 3) * 3 * 5
+
+
+PAPER_BACKBONES = ["resnet50", "densenet121", "efficientnet_b4", "vit_b16", "swin_t"]
+STUDY_DATASETS = {"pneumoniamnist", "breastmnist", "lc25000_lung"}
+
+
+def _dry_run_configs(grid: Path, capsys) -> list[dict]:
+    """The configurations ``python -m mdlib.sweep GRID --dry-run`` lists (nothing runs)."""
+    capsys.readouterr()
+    assert sweep.main([str(grid), "--dry-run", "--no-progress"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    rows = [json.loads(ln.split("] ", 1)[1].split(" ", 1)[1]) for ln in out if ln.startswith("  [")]
+    assert all(ln.startswith("  [run  ] ") for ln in out if ln.startswith("  ["))
+    assert not (paths.runs_root() / "sweeps").exists()
+    return rows
+
+
+def test_gpu_grids_list_the_papers_protocol(capsys):
+    """The gpu grids, listed by --dry-run: every backbone x method x dataset x seed 0-4
+    once (main); ablation and sensitivity on EfficientNet-B4 with the cpu grids'
+    variants (sigma rescaled from 28 to 64 px), seeds 0-4, all on the gpu profile."""
+    from itertools import product
+    main = _dry_run_configs(REPO / "studies" / "main_gpu.yaml", capsys)
+    got = sorted((c["MODEL"], c["METHOD"], c["DATASET"], c["SEED"]) for c in main)
+    want = sorted(product(PAPER_BACKBONES, mdm_study.ALL_METHODS, STUDY_DATASETS, range(5)))
+    assert got == want and len(main) == 525
+    assert {c["TASK"] for c in main} == {"study"} and all(set(c) == {"TASK", "MODEL", "METHOD", "DATASET", "SEED"}
+                                                           for c in main)
+    gpu = {f: sweep.load_grid(REPO / "studies" / f"{f}_gpu.yaml") for f in ("main", "ablation", "sensitivity")}
+    assert {g.profile for g in gpu.values()} == {"gpu"}
+    assert {g.hooks for g in gpu.values()} == {"mdlib.studies.meddiffusemix.study"}
+
+    def variants(name: str, rows: list[dict]) -> dict:
+        assert {(c["TASK"], c["METHOD"], c.get("MODEL")) for c in rows} == {(name, "meddiffusemix", "efficientnet_b4")}
+        out: dict = {}
+        for c in rows:
+            out.setdefault(json.dumps(c["METHOD_PARAMS"], sort_keys=True), set()).add((c["DATASET"], c["SEED"]))
+        assert all(v == set(product(STUDY_DATASETS, range(5))) for v in out.values())  # matched seeds
+        return out
+
+    abl = variants("ablation", _dry_run_configs(REPO / "studies" / "ablation_gpu.yaml", capsys))
+    cpu_abl = {json.dumps(c["METHOD_PARAMS"], sort_keys=True) for c in sweep.expand(sweep.load_grid(REPO / "studies" / "ablation_cpu.yaml"))}
+    assert set(abl) == cpu_abl and len(abl) == 5
+    sens = variants("sensitivity", _dry_run_configs(REPO / "studies" / "sensitivity_gpu.yaml", capsys))
+    scale = 64 / 28
+    cpu_sens = set()
+    for c in sweep.expand(sweep.load_grid(REPO / "studies" / "sensitivity_cpu.yaml")):
+        mp = dict(c["METHOD_PARAMS"])
+        if "sigma" in mp:
+            mp["sigma"] = float(round(mp["sigma"] * scale, 4))
+        cpu_sens.add(json.dumps(mp, sort_keys=True))
+    assert {json.dumps({k: (float(v) if k == "sigma" else v) for k, v in json.loads(v).items()}, sort_keys=True)
+            for v in sens} == cpu_sens and len(sens) == 11
+    from mdlib import profiles  # the default sigma variant is the profile's own default
+    assert mdm_study.method_params(profiles.load("gpu"), "breastmnist", "meddiffusemix")["sigma"] == 3.4286
+
+
+def test_make_study_runs_the_profiles_grids():
+    """`make study` sweeps the chosen profile's own grids in a fixed order (main first),
+    not the cpu grids; smoke (no *_smoke grids) sweeps studies/smoke.yaml."""
+    def grids(profile: str) -> list[str]:
+        r = subprocess.run(["make", "-s", "study-grids", f"PROFILE={profile}"], cwd=REPO,
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        return r.stdout.split()
+    assert grids("gpu") == ["studies/main_gpu.yaml", "studies/ablation_gpu.yaml", "studies/sensitivity_gpu.yaml"]
+    assert grids("cpu") == ["studies/main_cpu.yaml", "studies/best_baseline_cpu.yaml",
+                            "studies/ablation_cpu.yaml", "studies/sensitivity_cpu.yaml"]
+    assert grids("smoke") == ["studies/smoke.yaml"]
+    r = subprocess.run(["make", "-s", "study-grids", "PROFILE=tpu"], cwd=REPO, capture_output=True, text=True)
+    assert r.returncode != 0 and "no sweep grids for profile tpu" in r.stderr
+
+
+def test_sweep_resources_from_the_profile(tmp_path, monkeypatch):
+    """The Ray backend's per-configuration requests come from the profile's `sweep`
+    section; a bad one is refused naming the profile and the key."""
+    assert sweep.resources("smoke") == {"num_cpus": 1, "num_gpus": 0, "memory_gb": 1}
+    assert sweep.resources("gpu")["num_gpus"] == 1
+    monkeypatch.setenv("MDLIB_PROFILE_PATH", str(tmp_path))
+    (tmp_path / "badres.yaml").write_text("extends: smoke\nsweep: {num_cpus: 0}\n")
+    with pytest.raises(sweep.GridError, match=r"profile badres: sweep.num_cpus=0 must be a number > 0"):
+        sweep.resources("badres")
+    (tmp_path / "badkey.yaml").write_text("extends: smoke\nsweep: {gpus: 1}\n")
+    with pytest.raises(sweep.GridError, match=r"profile badkey: sweep has unknown key\(s\) \['gpus'\]"):
+        sweep.resources("badkey")
 
 
 # --------------------------------------------------------------------------- execution
