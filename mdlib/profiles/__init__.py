@@ -53,9 +53,11 @@ def default_name() -> str:
 
 
 def _merge(base: dict, over: dict) -> dict:
+    """``base`` updated by ``over``, mappings merged key by key; an empty mapping in
+    ``over`` replaces (``model_kwargs: {}`` clears the parent's kwargs of another model)."""
     out = copy.deepcopy(base)
     for k, v in over.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and v and isinstance(out.get(k), dict) else v
     return out
 
 
