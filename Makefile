@@ -7,6 +7,10 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # smoke | cpu | gpu; default: gpu where CUDA is available, else cpu
 PROFILE ?=
+# The data root, one rule for the library, the notebooks and the tests: DATA=<dir>, else
+# the MDLIB_DATA_ROOT environment variable, else data/ (empty in a clone). Every target
+# that reads data first runs `python -m mdlib.data require`, which downloads and verifies
+# MedMNIST and refuses a missing dataset (LC25000) with what to put where, before any work.
 DATA ?=
 export MDLIB_DATA_ROOT ?= $(if $(DATA),$(abspath $(DATA)),$(CURDIR)/data)
 
@@ -34,7 +38,7 @@ $(STAMP): pyproject.toml Makefile
 # study-grids), between notebooks 05 and 07; then the results section of README.md is
 # rewritten. BACKEND=ray runs the sweeps as Ray tasks (every GPU of this machine, or a
 # cluster with ADDRESS=auto | host:6379 | ray://host:10001; README_ray.md).
-SWEEP_ORDER := main best_baseline ablation sensitivity
+SWEEP_ORDER := main ablation sensitivity
 JOBS ?= 2
 BACKEND ?= local
 ADDRESS ?=
@@ -53,6 +57,7 @@ PROFILE_SH = prof="$(PROFILE)"; [ -n "$$prof" ] || prof=$$($(PY) -c "from mdlib.
 study: $(STAMP)
 	@$(PROFILE_SH); $(GRIDS_SH); \
 	echo "== study with profile $$prof, data root $$MDLIB_DATA_ROOT, grids:$$grids"; \
+	$(PY) -m mdlib.data require --profile $$prof $$(for g in $$grids; do printf -- '--grid %s ' "$$g"; done) || exit 1; \
 	mkdir -p runs/notebooks/$$prof; start=$$(date +%s); \
 	for nb in $(NOTEBOOKS); do \
 	  case "$$(basename $$nb)" in \
@@ -72,12 +77,18 @@ study-grids:
 sweep: $(STAMP)
 	$(PY) -m mdlib.sweep $(GRID) $(if $(PROFILE),--profile $(PROFILE)) $(SWEEP_ARGS)
 
-# Unit tests, then every notebook executed headlessly by nbval on the smoke profile.
+# Unit tests, then every notebook executed headlessly by nbval on the smoke profile. Real
+# data is required (MDLIB_REQUIRE_DATA=1): the datasets of the smoke notebooks and of the
+# tests (tests/conftest.py: TEST_DATASETS) are fetched / verified first, or the target
+# stops with the message of what is missing; no test is skipped for want of data.
+TEST_DATA := --profile smoke --dataset breastmnist:64 --dataset lc25000_lung
 test: $(STAMP)
-	MDLIB_PROFILE=smoke $(PY) -m pytest tests --nbval-lax --nbval-current-env notebooks
+	$(PY) -m mdlib.data require $(TEST_DATA)
+	MDLIB_REQUIRE_DATA=1 MDLIB_PROFILE=smoke $(PY) -m pytest tests --nbval-lax --nbval-current-env notebooks
 
 test-unit: $(STAMP)
-	$(PY) -m pytest tests
+	$(PY) -m mdlib.data require $(TEST_DATA)
+	MDLIB_REQUIRE_DATA=1 $(PY) -m pytest tests
 
 report: $(STAMP)
 	$(PY) -m mdlib.studies.report --profile $(or $(PROFILE),cpu)

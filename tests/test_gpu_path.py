@@ -5,7 +5,7 @@ so that a GPU user's first `make study PROFILE=gpu` does not crash on code nobod
 shipped gpu profile and changes only sizes and counts: 8 training images per class, one
 epoch, a ResNet-50 with narrow stages (same Bottleneck architecture from timm, the CIFAR
 stem of 64 px inputs), a three-level attention UNet with narrow channels and two steps,
-two sampling / refinement steps. Everything else is the gpu profile: 64 px images, no
+two sampling / refinement steps, a narrow DenseNet-121 as the independent judge. Everything else is the gpu profile: 64 px images, no
 `study` subsets, the gpu training recipe, guidance and diffusion settings.
 
 Executed: the main gpu grid's first configuration through the sweep runner (notebook 06:
@@ -35,6 +35,7 @@ GPU_TINY = """\
 extends: gpu
 description: the gpu profile's code path with its loop counts and widths shrunk (tests only)
 datasets: [breastmnist]
+study_datasets: [breastmnist]
 seeds: [0]
 limited_data: {per_class: 8}
 baseline: {model: resnet50, model_kwargs: {channels: [8, 16, 16, 16], stem_width: 8}, epochs: 1,
@@ -46,6 +47,7 @@ meddiffusemix: {refine_steps: 2}
 augment: {table_images: 8}
 saliency: {batch_size: 64, gallery_per_class: 1}
 figures: {examples_per_class: 2}
+judge: {model: densenet121, model_kwargs: {growth_rate: 4, block_config: [1, 1, 1, 1]}, seed: 1, epochs: 1}
 """
 
 
