@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .. import augment, data as data_mod, paths, profiles
+from .. import augment, data as data_mod, locks, paths, profiles
 from ..data import to_tensor
 from ..io import atomic_path
 from ..train import (TrainConfig, load_checkpoint, resolve_device, save_checkpoint,
@@ -197,9 +197,10 @@ def bank_resources(prof: dict, dataset: str, seed: int, aug, progress: bool = Tr
         if "saliency" in need:
             data, _ = load_data(prof, dataset, seed)
             sb = int((prof.get("saliency") or {}).get("batch_size", 256))
-            extras["saliency"] = saliency.compute_split_saliency(
-                g, to_tensor(data.x("train")), data.y("train"), batch_size=sb,
-                cache_path=grun.path(f"saliency_train_seed{seed}"))
+            cache = grun.path(f"saliency_train_seed{seed}")
+            with locks.lock(f"{cache}.lock", what=f"saliency cache {cache}"):  # computed once
+                extras["saliency"] = saliency.compute_split_saliency(
+                    g, to_tensor(data.x("train")), data.y("train"), batch_size=sb, cache_path=cache)
     key = {"dataset": dataset, "image_size": prof["image_size"],
            "limited_data": prof.get("limited_data"), "seed": seed, "method": aug.config(),
            "resources": extras["resources"]}
@@ -284,23 +285,24 @@ def diffusion_run(prof: dict, dataset: str, seed: int = 0, progress: bool = True
     if study_keys.get("threads"):  # bit-identical weights need the same thread count
         config["threads"] = int(study_keys["threads"])
     run = Run("diffusion", prof["name"], config)
-    if not run.done:
-        threads = study_keys.get("threads")
-        old = torch.get_num_threads()
-        if threads:
-            torch.set_num_threads(int(threads))
-        try:
-            run.start()
-            if idx is not None:
-                run.write_csv("train_indices.csv", pd.DataFrame({"train_index": idx}))
-            train_diffusion(data.x("train"), data.y("train"), cfg, run.path("model"),
-                            progress=progress, max_seconds=study_keys.get("max_seconds"))
-        finally:
-            torch.set_num_threads(old)
-        st = read_state(run.path("model"))
-        run.finish(steps=int(st["step"]), train_wall_s=float(st.get("wall_s", 0.0)),
-                   stopped_early=bool(st.get("stopped_early", False)),
-                   n_train=int(len(data.y("train"))))
+    with run.claim() as todo:  # one process trains it; the others wait and find it done
+        if todo:
+            threads = study_keys.get("threads")
+            old = torch.get_num_threads()
+            if threads:
+                torch.set_num_threads(int(threads))
+            try:
+                run.start()
+                if idx is not None:
+                    run.write_csv("train_indices.csv", pd.DataFrame({"train_index": idx}))
+                train_diffusion(data.x("train"), data.y("train"), cfg, run.path("model"),
+                                progress=progress, max_seconds=study_keys.get("max_seconds"))
+            finally:
+                torch.set_num_threads(old)
+            st = read_state(run.path("model"))
+            run.finish(steps=int(st["step"]), train_wall_s=float(st.get("wall_s", 0.0)),
+                       stopped_early=bool(st.get("stopped_early", False)),
+                       n_train=int(len(data.y("train"))))
     return run, float(study_keys.get("guidance_scale", 1.0))
 
 
