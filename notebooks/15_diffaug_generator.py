@@ -257,7 +257,7 @@ assert set(t5.set) >= {"accepted", "rejected"} or len(pool["iou_single"]) < 6
 from mdlib.studies.diffaug.generator import _feather
 r0 = 0
 tgt = int(recs.target.iloc[r0])
-w = _feather(torch.from_numpy(pool["intended"][r0:r0 + 1])[:, None].float(),
+w = _feather(study.synthesis_region(prof, pool["intended"][r0:r0 + 1]),
              float(S["synthesis"].get("feather_px", 1.0)) * ds.size / 96)[0, 0].numpy()
 outside = w == 0
 diff = np.abs(pool["x"][r0].astype(int) - ds.x("train")[tgt].astype(int))[outside]

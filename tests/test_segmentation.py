@@ -206,6 +206,10 @@ def test_trainer_seeded_selects_on_val_and_tests_once():
     r1 = st.train_segmenter(_unet(), (x[:8], m[:8]), (x[8:10], m[8:10]), cfg, x[10:], m[10:], progress=False)
     r2 = st.train_segmenter(_unet(), (x[:8], m[:8]), (x[8:10], m[8:10]), cfg, x[10:], m[10:], progress=False)
     assert all(torch.equal(r1.state_dict[k], r2.state_dict[k]) for k in r1.state_dict)
+    plain = st.train_segmenter(_unet(), (x[:8], m[:8]), (x[8:10], m[8:10]),
+                               st.SegTrainConfig(steps=6, batch_size=4, eval_every=2, seed=1),
+                               progress=False)
+    assert not all(torch.equal(r1.state_dict[k], plain.state_dict[k]) for k in r1.state_dict)
     h = r1.history
     assert list(h.step) == [2, 4, 6] and r1.best_step == int(h.step[h.val_dice.idxmax()])
     assert r1.test_probs.shape == (2, 32, 32) and 0 <= r1.test["dice"] <= 1

@@ -52,7 +52,7 @@ class SegTrainConfig:
     eval_batch_size: int = 32
     grad_clip: float | None = 1.0
     threshold: float = 0.5
-    augment: dict | None = None     # PairedAugment settings; None: no augmentation
+    augment: dict | None = None     # PairedAugment settings ({}: its defaults); None: none
     checkpoint_every: int = 0       # 0: only at evaluations when run_dir is given
     seed: int = 0
     device: str = "auto"
@@ -230,7 +230,7 @@ def train_segmenter(model: nn.Module, train: tuple, val: tuple, cfg: SegTrainCon
     if len(x_tr) != len(m_tr) or len(x_tr) == 0:
         raise ValueError(f"training pool: {len(x_tr)} images and {len(m_tr)} masks")
     x_va, m_va = _as_float_images(val[0]), np.asarray(val[1]).reshape(len(val[1]), *x_tr.shape[-2:])
-    aug = PairedAugment(**cfg.augment) if (cfg.augment and model.pixel_input) else None
+    aug = PairedAugment(**cfg.augment) if (cfg.augment is not None and model.pixel_input) else None
     pool = model.prepare(x_tr.to(device), m_tr.to(device)) if not model.pixel_input else \
         {"x": x_tr, "m": m_tr}
     pool = {k: v.cpu() for k, v in pool.items()}

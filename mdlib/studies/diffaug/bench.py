@@ -103,7 +103,7 @@ def run(prof: dict, progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
             plans.append(p)
         i += 1
     frames = torch.from_numpy(ds.x("train")[[p["record"]["target"] for p in plans]]).permute(0, 3, 1, 2).float() / 255
-    region = torch.from_numpy(np.stack([p["mask"] for p in plans]))[:, None].float()
+    region = study.synthesis_region(prof, np.stack([p["mask"] for p in plans]))
     e, mk = R["enc"].encode([p["record"]["prompt_text"] for p in plans])
     g_reps = max(1, min(3, reps))
     gt_ = [_time(lambda: inpaint(R["unet"], codec, frames, region, (e, mk), R["null"],

@@ -38,7 +38,8 @@ def split_groups(split: pd.DataFrame):
             bottom += g[s].to_numpy()
     ax.set_xlabel("sequence (published CVC-ClinicDB frame-to-sequence table)")
     ax.set_ylabel("frames")
-    ax.legend(fontsize=8, ncol=4)
+    ax.set_ylim(0, g.sum(1).max() * 1.08)
+    ax.legend(fontsize=8, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.25), frameon=False)
     ax.set_title("Grouped split: every sequence lies in one split")
     fig.tight_layout()
     return fig

@@ -552,7 +552,7 @@ def pool_config(prof: dict, variant: str) -> dict:
     s = settings(prof)
     sy = dict(s["synthesis"])
     gate = Run("diffaug_seg", prof["name"], segmenter_config(prof, gate_arm(), int(s["gate"]["seed"])))
-    return {"variant": variant, "data": fingerprint(dataset(prof)),
+    return {"variant": variant, "data": fingerprint(dataset(prof)), "region": "mask dilated by dilate_px",
             "generator": gen_hash(prof), "gate": gate.hash,
             "synthesis": sy, "theta": float(s["gate"]["theta"]), "threads": s.get("threads")}
 
@@ -596,6 +596,15 @@ def _resources(prof: dict) -> dict:
     return _CACHE[key]
 
 
+def synthesis_region(prof: dict, placed: np.ndarray) -> torch.Tensor:
+    """The region the generator repaints for placed masks ``(B, H, W)``: each mask dilated
+    by the generator's ``dilate_px``, as in its training (where the region was the polyp's
+    mask dilated the same way), so that the painted polyp is expected to fill the mask."""
+    from .generator import region_of
+    m = torch.from_numpy(np.asarray(placed, dtype=np.float32))[:, None]
+    return region_of(m, m.shape[-1], float(settings(prof)["generator"]["train"].get("dilate_px", 2.0)))
+
+
 def generate_part(prof: dict, variant: str, k: int) -> Path:
     """Generate and gate part ``k`` of the pool of ``variant`` (skipped when present)."""
     from .generator import inpaint
@@ -623,7 +632,7 @@ def generate_part(prof: dict, variant: str, k: int) -> Path:
         tgt = np.array([recs[i]["target"] for i in ok])
         frames = _t(x_tr[tgt])
         placed = np.stack([plans[i]["mask"] for i in ok])
-        region = torch.from_numpy(placed)[:, None].float()
+        region = synthesis_region(prof, placed)
         texts = [S.prompt_for(recs[i], variant) for i in ok]
         e, mk = R["enc"].encode(texts)
         guidance = 1.0 if variant == "no_text" else float(sy["guidance"])
@@ -905,6 +914,7 @@ def prompt_following_run(prof: dict, progress: bool = True) -> Run:
     n = int((s.get("prompt_following") or {}).get("n", 32))
     judge_cfg = segmenter_config(prof, arm("unet"), int(s["gate"]["seed"]))
     config = {"generator": gen_hash(prof), "judge": Run("diffaug_seg", prof["name"], judge_cfg).hash,
+              "region": "mask dilated by dilate_px",
               "n": n, "synthesis": s["synthesis"], "threads": s.get("threads")}
 
     def work(run: Run) -> dict:
@@ -938,7 +948,7 @@ def prompt_following_run(prof: dict, progress: bool = True) -> Run:
                 tgt = [c["record"]["target"] for c in chunk]
                 placed = np.stack([c["mask"] for c in chunk])
                 e, mk = R["enc"].encode(texts[j:j + B])
-                img = inpaint(R["unet"], R["codec"], _t(x_tr[tgt]), torch.from_numpy(placed)[:, None].float(),
+                img = inpaint(R["unet"], R["codec"], _t(x_tr[tgt]), synthesis_region(prof, placed),
                               (e, mk), R["null"], [c["record"]["noise_seed"] for c in chunk],
                               steps=int(sy["steps"]), guidance=float(sy["guidance"]),
                               num_train_timesteps=R["net"].num_train_timesteps,

@@ -17,9 +17,11 @@ the colour and surface words of a random training polyp (:mod:`.prompts`); varia
 (the unconditional model). The three variants share the plan (targets, masks, positions,
 noise seeds): they differ only in the text.
 
-The synthetic ground truth is the union of every polyp visible in the result: the target
-frame's own polyps (outside the feathered region the frame is unchanged) and the placed
-mask.
+The generator repaints the placed mask dilated by its training ``dilate_px`` (in training
+the region was each polyp's mask dilated the same way, so the painted polyp is expected to
+fill the mask). The synthetic ground truth is the union of every polyp visible in the
+result: the target frame's own polyps (outside the feathered region the frame is
+unchanged) and the placed mask.
 
 Gate (Eq. 14): the latent segmenter's mask of the synthetic frame against the **intended**
 (placed) mask; because the target frame shows its own polyp, which the segmenter should
