@@ -178,8 +178,7 @@ display(acceptance.round(3))
 
 # %%
 pool = study.read_pool(pools["text"])
-t5, lpips_msg = quality.table5(pool, (ds.x("train"), ds.m("train")), (ds.x("val"), ds.m("val")),
-                               judge, theta)
+t5, lpips_msg = quality.table5(pool, (ds.x("train"), ds.m("train")), judge, theta)
 t5["lpips_status"] = lpips_msg
 t5.to_csv(out / "15_table5.csv", index=False)
 print(lpips_msg)

@@ -1,7 +1,9 @@
 """Throughput of the study's segmenters and generator, measured side by side in one run
 (Table 4; ``scripts/bench_diffaug.py`` and notebook 16).
 
-On the test frames, batched (``bench.batch``), with the profile's thread count:
+On the test frames, batched (``bench.batch``), with the profile's thread count (speed on
+the first ``bench.timed_batches`` batches, the same images for every method; Dice on the
+whole test split):
 
 * the plain U-Net (real frames only, seed ``gate.seed``);
 * the latent segmenter (the gate) with single-step inference: encode, one denoiser call
@@ -42,27 +44,30 @@ def run(prof: dict, progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
     s = study.settings(prof)
     b = dict(s.get("bench") or {})
     bs, reps, n_it = int(b.get("batch", 16)), int(b.get("reps", 5)), int(b.get("iterative_steps", 50))
+    n_time = int(b.get("timed_batches", 2)) * bs
     threads = study.set_threads(prof)
     ds = study.dataset(prof)
     x = ds.x("test")
     gt = ds.m("test")
+    xt = x[:n_time]                         # the timed images: the same for every method
     unet, _ = study.judge_model(prof, progress=False)
     codec = study.load_codec(prof)
     latent, _ = study.gate_model(prof, codec, progress=False, train=False)
-    methods = {"U-Net": lambda: predict_masks(unet, x, bs),
-               "latent segmenter, single step": lambda: predict_masks(latent, x, bs, steps=1),
+    methods = {"U-Net": lambda xx: predict_masks(unet, xx, bs),
+               "latent segmenter, single step": lambda xx: predict_masks(latent, xx, bs, steps=1),
                f"latent segmenter, iterative ({n_it} DDIM steps)":
-                   lambda: predict_masks(latent, x, bs, steps=n_it)}
-    dice = {k: float(segm.per_image(f() >= 0.5, gt)["dice"].mean()) for k, f in methods.items()}
+                   lambda xx: predict_masks(latent, xx, bs, steps=n_it)}
+    # Dice on the whole test split (once per method), speed on the timed batches
+    dice = {k: float(segm.per_image(f(x) >= 0.5, gt)["dice"].mean()) for k, f in methods.items()}
     times = {k: [] for k in methods}
     for _ in tqdm(range(reps), desc="throughput (interleaved)", disable=not progress):
         for k, f in methods.items():
-            times[k].append(_time(f))
+            times[k].append(_time(lambda: f(xt)))
     rows = []
     for k, t in times.items():
         med = float(np.median(t))
-        rows.append({"method": k, "images": len(x), "batch": bs, "reps": reps, "threads": threads,
-                     "median_s": med, "images_per_s": len(x) / med, "test_dice": dice[k]})
+        rows.append({"method": k, "images": len(xt), "batch": bs, "reps": reps, "threads": threads,
+                     "median_s": med, "images_per_s": len(xt) / med, "test_dice": dice[k]})
     tab = pd.DataFrame(rows)
     single = tab.loc[tab.method.str.contains("single"), "images_per_s"].iloc[0]
     iterative = tab.loc[tab.method.str.contains("iterative"), "images_per_s"].iloc[0]

@@ -6,7 +6,8 @@ Everything is judged by a network that neither generated nor gated the samples: 
 Realism (Table 5): crops around each synthetic polyp (a square of twice the intended
 mask's bounding-box side, at least a third of the frame, resized to 64 px) and around the
 largest polyp of real frames; features = the judge's encoder stage ``stage`` globally
-average-pooled (128-d for ResNet-18's third stage); Fréchet distance
+average-pooled (128-d for ResNet-18's third stage; its second, 64-d, when the common set
+size is below 256, so that the covariance stays usable); Fréchet distance
 (:func:`mdlib.diffusion.fid.frechet_distance`) of the accepted samples, of the rejected
 ones, and of held-out real crops, each against the same reference (one random half of the
 real training crops), at one common set size ``n`` (the smallest of the sets and the other
@@ -132,7 +133,7 @@ def lpips_to_real(model, fake: torch.Tensor, real: torch.Tensor, seed: int = 0) 
     return model(fake * 2 - 1, real[j] * 2 - 1).flatten().cpu().numpy()
 
 
-def table5(pool: dict, real_train: tuple, real_val: tuple, judge, theta: float,
+def table5(pool: dict, real_train: tuple, judge, theta: float,
            stage: int = 3, repeats: int = 10, seed: int = 0) -> tuple[pd.DataFrame, str]:
     """Accepted vs rejected samples of a pool: counts, acceptance rate, gate IoU (mean ±
     std), Fréchet distance (and LPIPS when available) to real polyp crops."""
@@ -140,12 +141,16 @@ def table5(pool: dict, real_train: tuple, real_val: tuple, judge, theta: float,
     acc = iou > theta
     xs, intended = pool["x"], pool["intended"]
     rt = largest_lesion_masks(real_train[1])
-    rv = largest_lesion_masks(real_val[1])
-    f_tr = judge_features(judge, crops(real_train[0], rt), stage)
+    c_tr = crops(real_train[0], rt)
+    c_syn = crops(xs, intended.astype(bool))
+    n_common = min(len(c_tr) // 2, int(acc.sum()), int((~acc).sum()))
+    # the feature dimension must stay well below the set size for a usable covariance
+    if n_common < 2 * 128:
+        stage = min(stage, 2)
+    f_tr = judge_features(judge, c_tr, stage)
     rng = np.random.default_rng(seed)
     perm = rng.permutation(len(f_tr))
     ref, held = f_tr[perm[: len(perm) // 2]], f_tr[perm[len(perm) // 2:]]
-    c_syn = crops(xs, intended.astype(bool))
     f_syn = judge_features(judge, c_syn, stage)
     feats = {"accepted": f_syn[acc], "rejected": f_syn[~acc], "real (other half of training polyps)": held}
     if acc.sum() < 3 or (~acc).sum() < 3:
@@ -159,7 +164,7 @@ def table5(pool: dict, real_train: tuple, real_val: tuple, judge, theta: float,
              "gate_iou_std": float(iou[sel].std(ddof=1)) if sel.sum() > 1 else math.nan}
         if len(fd) and name in set(fd.set):
             f = fd[fd.set == name].iloc[0]
-            r.update(fd_mean=f.fd_mean, fd_std=f.fd_std, fd_n=int(f.n))
+            r.update(fd_mean=f.fd_mean, fd_std=f.fd_std, fd_n=int(f.n), fd_dim=int(f_tr.shape[1]))
         if model is not None and sel.any():
             real_c = crops(real_train[0], rt)
             v = lpips_to_real(model, c_syn[sel], real_c, seed)
@@ -169,7 +174,8 @@ def table5(pool: dict, real_train: tuple, real_val: tuple, judge, theta: float,
         f = fd[fd.set == "real (other half of training polyps)"].iloc[0]
         rows.append({"set": "real (other half of training polyps)", "n_samples": int(len(held)),
                      "share": math.nan, "gate_iou_mean": math.nan, "gate_iou_std": math.nan,
-                     "fd_mean": f.fd_mean, "fd_std": f.fd_std, "fd_n": int(f.n)})
+                     "fd_mean": f.fd_mean, "fd_std": f.fd_std, "fd_n": int(f.n),
+                     "fd_dim": int(f_tr.shape[1])})
     return pd.DataFrame(rows), msg
 
 
