@@ -878,14 +878,32 @@ def collect(prof: dict, g: list | None = None) -> pd.DataFrame:
 
 
 # --------------------------------------------------------------------------- timing
+def current_runs(prof: dict) -> dict:
+    """``{task: set of run hashes}`` of this profile's current configuration (runs left
+    over from other configurations are not part of it)."""
+    s = settings(prof)
+    out = {"diffaug_split": {split_run(prof).hash}, "diffaug_ae": {ae_hash(prof)},
+           "diffaug_gen": {gen_hash(prof)},
+           "diffaug_pool": {Run("diffaug_pool", prof["name"], pool_config(prof, v)).hash for v in S.VARIANTS},
+           "diffaug_seg": {Run("diffaug_seg", prof["name"], segmenter_config(prof, j["arm"], j["seed"])).hash
+                           for j in grid(prof)}}
+    out["diffaug_prompt"] = {Run("diffaug_prompt", prof["name"], prompt_config(prof)).hash}
+    return out
+
+
 def timing(prof: dict) -> pd.DataFrame:
-    """Wall time of the study's parts from their run markers: autoencoder, generator, gate
-    and segmenters (summed training time), pools (span from the run's start to DONE)."""
+    """Wall time of the study's parts (this configuration's runs only) from their run
+    markers: autoencoder, generator, prompt following and segmenters (each run's own
+    time), pools (span from the run's start to DONE, with its workers)."""
     from datetime import datetime
     base = paths.runs_root()
+    keep = current_runs(prof)
     rows = []
-    for task in ("diffaug_split", "diffaug_ae", "diffaug_gen", "diffaug_pool", "diffaug_seg"):
+    for task in ("diffaug_split", "diffaug_ae", "diffaug_gen", "diffaug_pool", "diffaug_prompt",
+                 "diffaug_seg"):
         for d in sorted((base / task / prof["name"]).glob("*/DONE")):
+            if d.parent.name not in keep[task]:
+                continue
             info = json.loads(d.read_text())
             cfg = json.loads((d.parent / "config.json").read_text())["config"]
             name = task.replace("diffaug_", "")
@@ -903,6 +921,15 @@ def timing(prof: dict) -> pd.DataFrame:
 
 
 # --------------------------------------------------------------------------- prompt following
+def prompt_config(prof: dict) -> dict:
+    s = settings(prof)
+    judge_cfg = segmenter_config(prof, arm("unet"), int(s["gate"]["seed"]))
+    return {"generator": gen_hash(prof), "judge": Run("diffaug_seg", prof["name"], judge_cfg).hash,
+            "region": "mask dilated by dilate_px",
+            "n": int((s.get("prompt_following") or {}).get("n", 32)), "synthesis": s["synthesis"],
+            "threads": s.get("threads")}
+
+
 def prompt_following_run(prof: dict, progress: bool = True) -> Run:
     """Does a generated polyp follow its prompt? (:mod:`.quality`): ``n`` planned samples with
     a medium-sized mask, each generated with ``small`` / ``large`` and with ``pale`` /
@@ -911,11 +938,8 @@ def prompt_following_run(prof: dict, progress: bool = True) -> Run:
     from . import quality as Q
     from .generator import inpaint
     s = settings(prof)
-    n = int((s.get("prompt_following") or {}).get("n", 32))
-    judge_cfg = segmenter_config(prof, arm("unet"), int(s["gate"]["seed"]))
-    config = {"generator": gen_hash(prof), "judge": Run("diffaug_seg", prof["name"], judge_cfg).hash,
-              "region": "mask dilated by dilate_px",
-              "n": n, "synthesis": s["synthesis"], "threads": s.get("threads")}
+    config = prompt_config(prof)
+    n = config["n"]
 
     def work(run: Run) -> dict:
         R = _resources(prof)
