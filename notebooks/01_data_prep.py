@@ -13,48 +13,66 @@
 # ---
 
 # %% [markdown]
-# # 01 · Data preparation
+# # 01 · Data preparation: the study's datasets
 #
-# For every dataset of the chosen profile: split sizes and class balance, a grid of real
+# For every dataset the MedDiffuseMix study trains on (the profile's `study_datasets`, at
+# the study's image sizes, each with its **study subset**: `mdlib.runs.tasks.study_setup`,
+# e.g. a fixed seeded 10% of PneumoniaMNIST's training split): split sizes and class
+# balance of the data the study actually uses, the grouped split of LC25000, a grid of real
 # examples per class, and intensity statistics. Every file is validated (md5 or official
 # split sizes and label counts, dtype, shape, label range) before anything else runs, by
 # `mdlib.data`. Figures and tables go to `figures/<profile>/`.
+#
+# LC25000 is used as **benign (0) vs malignant (1)** (adenocarcinoma and squamous cell
+# carcinoma together), and is split by `group_id`: its tiles are rotated / flipped copies
+# of ~740 source tiles, so whole groups go to one split. RetinaMNIST is not part of this
+# study: it appears only in notebook 02 (the trainer checked against published MedMNIST v2
+# numbers) and in the DiffMIC-v2 study.
 #
 # Data root: the `MDLIB_DATA_ROOT` environment variable (default `data/`).
 
 # %% tags=["parameters"]
 import os
 PROFILE = os.environ.get("MDLIB_PROFILE", "smoke")  # smoke | cpu | gpu
-DATASETS = None  # None: the profile's datasets
+DATASETS = None  # None: the profile's study_datasets (a list or "a,b")
 SEED = 0
 
 # %%
 import logging
+import numpy as np
 import pandas as pd
 from IPython.display import display
 from mdlib import data, paths, plots, profiles
 from mdlib.runs import tasks
+from mdlib.studies.meddiffusemix import study
 
 logging.basicConfig(level=logging.INFO, format="%(message)s")
 prof = profiles.load(PROFILE)
-names = DATASETS or prof["datasets"]
+configs = study.study_configs(prof, DATASETS)
 out = paths.figures_dir(prof["name"])
-print(f"profile={prof['name']}  datasets={names}  data root={paths.data_root()}  figures -> {out}")
+print(f"profile={prof['name']}  data root={paths.data_root()}  figures -> {out}")
+for name, size, p in configs:
+    print(f"  {name} {size} px  limited_data={p.get('limited_data')}")
 
 # %% [markdown]
-# ## Load and validate
+# ## Load and validate; the study's training subsets
 
 # %%
-sets = {n: data.load_dataset(n, prof["image_size"], seed=SEED) for n in names}
-for ds in sets.values():
-    print(ds.summary(), "| md5:", ds.meta.get("md5_status", "folder dataset"))
+sets, full = {}, {}
+for name, size, p in configs:
+    key = name if size == prof["image_size"] else f"{name}_{size}"
+    full[key] = data.load_dataset(name, size, seed=SEED)
+    sets[key], _ = tasks.load_data(p, name, SEED)  # the study's subset of the training split
+    sets[key].name = key
+    print(full[key].summary(), "| md5:", full[key].meta.get("md5_status", "folder dataset"))
+    print(f"   study training data: {len(sets[key].y('train'))} images {sets[key].class_counts('train')}")
 
 # %% [markdown]
-# ## Split sizes and class balance
+# ## Split sizes and class balance (the study's data)
 #
-# All three MedMNIST sets are imbalanced (pneumonia 3:1, breast 1:2.7 malignant, retina
-# grade 4 only 6 %), which is why the study reports AUC, F1 and balanced views besides
-# accuracy.
+# The sets are imbalanced (pneumonia 3:1 against normal, BreastMNIST 1:2.7 malignant
+# against normal/benign, LC25000 2:1 malignant against benign), which is why the study
+# reports AUC, F1 of the disease class and calibration besides accuracy.
 
 # %%
 summary = pd.concat([plots.split_summary(ds) for ds in sets.values()], ignore_index=True)
@@ -63,12 +81,33 @@ display(summary.pivot_table(index=["dataset", "split"], columns="class", values=
 plots.savefig(plots.class_balance_plot(summary), out / "01_class_balance.png")
 
 # %% [markdown]
+# ## The grouped split (datasets with groups, e.g. LC25000)
+#
+# Per split: images, source groups, and the largest group; no group may appear in two
+# splits (checked below).
+
+# %%
+group_rows = []
+for key, ds in full.items():
+    if ds.groups is None:
+        continue
+    for s in data.SPLITS:
+        g = ds.groups[s]
+        _, counts = np.unique(g, return_counts=True)
+        group_rows.append({"dataset": key, "split": s, "images": len(g), "groups": len(counts),
+                           "images_per_group_mean": float(counts.mean()),
+                           "images_per_group_max": int(counts.max())})
+groups = pd.DataFrame(group_rows)
+groups.to_csv(out / "01_group_split.csv", index=False)
+display(groups)
+
+# %% [markdown]
 # ## Real examples per class
 
 # %%
-for name, ds in sets.items():
+for key, ds in sets.items():
     fig = plots.example_grid(ds, "train", prof["figures"]["examples_per_class"], seed=SEED)
-    plots.savefig(fig, out / f"01_examples_{name}.png")
+    plots.savefig(fig, out / f"01_examples_{key}.png")
 
 # %% [markdown]
 # ## Intensity statistics
@@ -84,26 +123,22 @@ display(stats.round(3))
 plots.savefig(plots.intensity_hist(list(sets.values())), out / "01_intensity_hist.png")
 
 # %% [markdown]
-# ## Limited-data regime of this profile
-
-# %%
-lim = prof.get("limited_data")
-for name in names:
-    sub, idx = tasks.load_data(prof, name, seed=SEED)
-    print(f"{name}: limited_data={lim} -> train {len(sub.y('train'))} images, "
-          f"per class {sub.class_counts('train')}")
-
-# %% [markdown]
 # ## Checks (fail the run if the data look wrong)
 
 # %%
-for name, ds in sets.items():
+for key, ds in sets.items():
     for s in data.SPLITS:
         x, y = ds.splits[s]
         assert len(x) == len(y) > 0 and x.dtype.name == "uint8" and x.ndim == 4
         assert set(range(ds.n_classes)) >= set(y.tolist()) and len(set(y.tolist())) >= 2
+    assert len(ds.y("val")) == len(full[key].y("val")) and len(ds.y("test")) == len(full[key].y("test"))
+    name = key.split("_")[0] if key not in data.dataset_names() else key
     if name in data.MEDMNIST:
         spec = data.MEDMNIST[name]
-        assert tuple(len(ds.y(s)) for s in data.SPLITS) == spec.split_sizes, name
+        assert tuple(len(full[key].y(s)) for s in data.SPLITS) == spec.split_sizes, key
+for key, ds in full.items():
+    if ds.groups is not None:  # no source group in two splits
+        seen = [set(ds.groups[s]) for s in data.SPLITS]
+        assert not (seen[0] & seen[1]) and not (seen[0] & seen[2]) and not (seen[1] & seen[2]), key
 assert (stats[["mean_intensity", "mean_contrast"]].to_numpy() > 0).all()
 print("data checks passed")

@@ -16,8 +16,9 @@
 # # 03 · Guidance classifier and saliency
 #
 # MedDiffuseMix decides where it may mix from the Grad-CAM saliency of a **guidance
-# classifier** `g`. Here `g` is trained for every dataset of the profile on the training
-# split only (selected on validation AUC; the test split is removed before training), and
+# classifier** `g`. Here `g` is trained for every dataset and image size of the study, on
+# the study's training data only (its subset of the training split, exactly the `g` the
+# sweeps use; selected on validation AUC; the test split is removed before training), and
 # its Grad-CAM maps of the whole training split are computed once and cached in its run
 # directory for the augmentation methods.
 #
@@ -29,7 +30,7 @@
 # %% tags=["parameters"]
 import os
 PROFILE = os.environ.get("MDLIB_PROFILE", "smoke")  # smoke | cpu | gpu
-DATASETS = None  # None: the profile's datasets
+DATASETS = None  # None: the profile's study_datasets (a list or "a,b")
 SEED = 0
 
 # %%
@@ -40,24 +41,26 @@ from IPython.display import display
 from mdlib import paths, plots, profiles, saliency
 from mdlib.data import to_tensor
 from mdlib.runs import tasks
+from mdlib.studies.meddiffusemix import study
 
 prof = profiles.load(PROFILE)
-names = DATASETS or prof["datasets"]
+configs = study.study_configs(prof, DATASETS)
 out = paths.figures_dir(prof["name"])
 sal_cfg, mdm = prof["saliency"], prof["meddiffusemix"]
-print(f"profile={prof['name']}  datasets={names}  tau_h={mdm['tau_h']}  tau_b={mdm['tau_b']}")
+print(f"profile={prof['name']}  tau_h={mdm['tau_h']}  tau_b={mdm['tau_b']}")
 
 # %% [markdown]
 # ## Train (or load) the guidance classifiers; cache train-split saliency
 
 # %%
 guides, rows, region_rows = {}, [], []
-for name in names:
-    model, run = tasks.guidance_model(prof, name, SEED)
-    ds, _ = tasks.load_data(prof, name, SEED)
+for ds_name, size, p in configs:
+    name = ds_name if size == prof["image_size"] else f"{ds_name}_{size}"
+    model, run = tasks.guidance_model(p, ds_name, SEED)
+    ds, _ = tasks.load_data(p, ds_name, SEED)
     guides[name] = (model, run, ds)
     m = run.read_csv("metrics.csv").set_index("metric")["value"]
-    rows.append({"dataset": name, "val_acc": m["acc"], "val_auc": m["auc"],
+    rows.append({"dataset": name, "image_size": size, "val_acc": m["acc"], "val_auc": m["auc"],
                  "n_train": run.info()["n_train"], "best_epoch": run.info()["best_epoch"]})
     S = saliency.compute_split_saliency(model, ds.x("train"), ds.y("train"),
                                         batch_size=sal_cfg["batch_size"], cache_path=run.dir)

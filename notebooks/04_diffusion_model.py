@@ -17,9 +17,13 @@
 #
 # The generator behind GenMix, DBA and MedDiffuseMix's local refinement: a diffusers
 # `UNet2DModel` with class embeddings, trained with `DDPMScheduler` (T = 1000, linear betas)
-# on the (limited-data) **training split only**, sampled with DDIM. One model per dataset of
-# the profile's `diffusion` section; checkpoints in diffusers' format under
+# on the study's **training data only** (each dataset's study subset of the training split:
+# exactly the generators the sweeps use), sampled with DDIM. One model per dataset and
+# image size of the study; checkpoints in diffusers' format under
 # `runs/diffusion/<profile>/<hash>/model/` (a killed training resumes from its last one).
+# The budget is a number of optimisation steps (`diffusion.train_steps`, per image size
+# `diffusion_by_size`), never wall-clock time, with one torch thread, so that the same
+# configuration gives the same weights bit for bit on any machine.
 #
 # Sample quality, measured two ways with the guidance classifier `g` of notebook 03:
 # * **label agreement**: does `g` classify generated samples as the class they were
@@ -37,7 +41,7 @@
 # %% tags=["parameters"]
 import os
 PROFILE = os.environ.get("MDLIB_PROFILE", "smoke")  # smoke | cpu | gpu
-DATASETS = None  # None: the profile's diffusion datasets
+DATASETS = None  # None: the profile's study_datasets (a list or "a,b")
 SEED = 0
 GUIDANCE_SCALES = [1.0, 2.0]  # reported in the quality table (with the profile's own scale)
 
@@ -50,13 +54,14 @@ from mdlib import diffusion, models, paths, plots, profiles
 from mdlib.data import to_tensor
 from mdlib.diffusion import fid
 from mdlib.runs import tasks
+from mdlib.studies.meddiffusemix import study
 from mdlib.train import predict_proba
 
 prof = profiles.load(PROFILE)
 dcfg = prof["diffusion"]
-names = DATASETS or dcfg["datasets"]
+configs = {(n if s == prof["image_size"] else f"{n}_{s}"): (n, p) for n, s, p in study.study_configs(prof, DATASETS)}
 out = paths.figures_dir(prof["name"])
-print(f"profile={prof['name']}  datasets={names}")
+print(f"profile={prof['name']}  generators={list(configs)}")
 print({k: v for k, v in dcfg.items() if k != "datasets"})
 
 # %% [markdown]
@@ -64,8 +69,8 @@ print({k: v for k, v in dcfg.items() if k != "datasets"})
 
 # %%
 gens = {}
-for name in names:
-    gens[name] = tasks.diffusion_model(prof, name, SEED)
+for name, (ds_name, p) in configs.items():
+    gens[name] = tasks.diffusion_model(p, ds_name, SEED)
     run = gens[name][1]
     print(name, run.dir.name, {k: run.info()[k] for k in ("steps", "train_wall_s", "stopped_early")})
 
@@ -82,7 +87,8 @@ plots.savefig(plots.loss_curves(curves), out / "04_loss_curves.png")
 # %%
 samples = {}  # (dataset, guidance scale) -> (images, labels)
 for name, (gen, run) in gens.items():
-    ds, _ = tasks.load_data(prof, name, SEED)
+    ds_name, p = configs[name]
+    ds, _ = tasks.load_data(p, ds_name, SEED)
     w_prof = gen.guidance_scale
     scales = set(GUIDANCE_SCALES) if gen.cfg.class_dropout > 0 else {1.0}
     for w in sorted(scales | {w_prof}):
@@ -104,8 +110,9 @@ for name, (gen, run) in gens.items():
 # %%
 rows = []
 for (name, w), (xs, ys) in samples.items():
-    g, grun = tasks.guidance_model(prof, name, SEED)
-    ds, _ = tasks.load_data(prof, name, SEED)
+    ds_name, p = configs[name]
+    g, grun = tasks.guidance_model(p, ds_name, SEED)
+    ds, _ = tasks.load_data(p, ds_name, SEED)
     x_te, y_te = to_tensor(ds.x("test")), ds.y("test")
     x_tr = to_tensor(ds.x("train"))
     acc_real = float((predict_proba(g, x_te).argmax(1) == y_te).mean())
@@ -130,12 +137,32 @@ display(quality.round(3))
 
 # %% [markdown]
 # ## Checks
+#
+# On a real profile the samples must be recognised as their class above chance by the
+# guidance classifier (one-sided binomial test against 1/K at the profile's guidance scale);
+# on every profile, sampling again with the same seed must give the same images, and the
+# recorded agreement must equal a recomputation.
 
 # %%
+from scipy.stats import binomtest
 for col in ("guidance_acc_real_test", "guidance_acc_samples"):
     assert quality[col].between(0, 1).all(), col
 assert np.isfinite(quality[["fd_samples_vs_test", "fd_train_vs_test"]].to_numpy()).all()
 assert (quality["fd_samples_vs_test"] >= 0).all()
 for (name, w), (xs, ys) in samples.items():
     assert xs.min() >= 0 and xs.max() <= 1 and torch.isfinite(xs).all()
+for name, (gen, run) in gens.items():
+    ds_name, p = configs[name]
+    xs, ys = samples[name, gen.guidance_scale]
+    again, ys2 = gen.sample(labels=torch.as_tensor(ys[:8]), seed=SEED, batch_size=8, progress=False)
+    first, _ = gen.sample(labels=torch.as_tensor(ys[:8]), seed=SEED, batch_size=8, progress=False)
+    assert torch.equal(again, first), f"{name}: sampling is not deterministic for a fixed seed"
+    g, _ = tasks.guidance_model(p, ds_name, SEED)
+    row = quality[(quality.dataset == name) & quality.profile_scale].iloc[0]
+    hits = int((predict_proba(g, xs).argmax(1) == ys).sum())
+    assert abs(hits / len(ys) - row.guidance_acc_samples) < 1e-12, name
+    if prof["name"] != "smoke":  # a 20-step smoke generator makes noise
+        k = gen.cfg.n_classes
+        pv = binomtest(hits, len(ys), 1 / k, alternative="greater").pvalue
+        assert pv < 0.05, f"{name}: samples not recognised above chance (acc {hits / len(ys):.3f}, p {pv:.3g})"
 print("diffusion checks passed")

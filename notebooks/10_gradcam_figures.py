@@ -117,9 +117,11 @@ for name in names:
         print(f"{name}: no accepted MedDiffuseMix image in the bank; Fig. 7 skipped")
         continue
     rows = [f"{data[name].class_names[int(c)]}\ntrain #{int(i)}" for c, i in zip(ex["label"], ex["index"])]
-    fig = figures.fig7_bank_gradcam(f7["x1"], f7["cam1"], f7["p1"], f7["xa"], f7["cama"], f7["pa"],
-                                      rows, alphas=ex["alpha"].to_numpy(),
-                                      title=f"{name}: MedDiffuseMix-trained classifier ({MODEL}, seed {SEED})")
+    fig = figures.mdm_gradcam_figure(f7["x1"], f7["cam1"], f7["xa"], f7["cama"], rows, x2=f7["x2"],
+                                     mask=f7["mask"], cam_title="Grad-CAM", p1=f7["p1"], pa=f7["pa"],
+                                     alphas=ex["alpha"].to_numpy(),
+                                     title=f"{name}: MedDiffuseMix-trained classifier ({MODEL}, seed {SEED}); "
+                                           "Grad-CAM for x1's label, p(y) its probability, α the mixing weight")
     plots.savefig(fig, out / f"10_fig7_{name}.png")
     display(ex[["index", "partner", "label", "alpha", "status", "saliency_kept"]])
 

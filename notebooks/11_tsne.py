@@ -64,13 +64,16 @@ display(sel[["dataset", "method", "variant", "run", "test_acc", "test_auc"]])
 
 # %%
 rows, emb = [], {}
+groups = {}
 for name in names:
-    class_names = data.load_dataset(name, prof["image_size"]).class_names
+    ds_full = data.load_dataset(name, prof["image_size"])
+    class_names = ds_full.class_names
+    groups[name] = None if ds_full.groups is None else ds_full.groups["test"]
     panels = []
     for r in sel[sel.dataset == name].itertuples():  # in the order of study.ALL_METHODS
         feats, labels = analysis.load_features(r.run_dir)
         e = emb[name, r.method] = analysis.tsne_embed(feats, PERPLEXITY, SEED)
-        sep = analysis.separability(feats, labels, e)
+        sep = analysis.separability(feats, labels, e, groups=groups[name])
         rows.append({"dataset": name, "method": r.method, "run": r.run, "n_test": len(labels),
                      "feature_dim": feats.shape[1],
                      "perplexity": analysis.clip_perplexity(PERPLEXITY, len(labels)),
@@ -88,7 +91,9 @@ sep.to_csv(out / "11_tsne_separability.csv", index=False)
 #
 # `silhouette_features` / `knn5_acc_features`: in the classifier's feature space;
 # `silhouette_tsne` / `knn5_acc_tsne`: in the 2-D embedding shown above; `test_acc`: the
-# run's test accuracy.
+# run's test accuracy. For LC25000 the k-NN vote takes neighbours from **other source
+# tiles** only (`knn_neighbours`): its test images are rotated / flipped copies of ~150
+# tiles, and a copy's nearest neighbours are its own siblings.
 
 # %%
 display(sep.round(3))
@@ -112,6 +117,19 @@ for c in ("silhouette_features", "silhouette_tsne"):
 for c in ("knn5_acc_features", "knn5_acc_tsne", "test_acc"):
     assert sep[c].between(0, 1).all(), sep[c]
 assert (sep["perplexity"] < sep["n_test"]).all()
+# the k-NN accuracy of one panel per dataset recomputed with scikit-learn (leave one image
+# out, or leave one group out where the images are grouped); ties may be broken
+# differently, so a few images of slack
+from sklearn.model_selection import LeaveOneGroupOut, LeaveOneOut, cross_val_predict
+from sklearn.neighbors import KNeighborsClassifier
+for name in names:
+    r = sel[sel.dataset == name].iloc[0]
+    feats, labels = analysis.load_features(r.run_dir)
+    g = groups[name]
+    cv = LeaveOneGroupOut() if g is not None else LeaveOneOut()
+    pred = cross_val_predict(KNeighborsClassifier(5), feats, labels, groups=g, cv=cv)
+    ours = sep[(sep.dataset == name) & (sep.method == r.method)].knn5_acc_features.iloc[0]
+    assert abs(float((pred == labels).mean()) - ours) <= 3 / len(labels) + 1e-9, (name, ours, (pred == labels).mean())
 for name in names:  # panels in the order of study.ALL_METHODS
     ms = list(sep[sep.dataset == name].method)
     assert ms == sorted(ms, key=list(study.ALL_METHODS).index), ms

@@ -122,29 +122,13 @@ fig = synthfigs.size_sweep(summ, sweep_model, datasets=names, majority=majority)
 plots.savefig(fig, out / "12_size_sweep.png")
 
 # %% [markdown]
-# ## Three backbones, three regimes
-#
-# At `backbone_multiple` times the real training-set size. Per backbone: real only,
-# synthetic only, real + synthetic; 95% CI over seeds.
-
-# %%
-bm = S.get("backbone_multiple", 1)
-for metric in ("test_acc", "test_auc"):
-    fig = synthfigs.regime_bars(summ, bm, metric, majority=majority)
-    plots.savefig(fig, out / f"12_backbones_{metric.split('_')[1]}.png")
-bb = summ[(summ.regime == "real") | (summ.multiple == bm)]
-table = bb.pivot_table(index=["dataset", "model"], columns="regime", values="test_acc_mean")
-gap = (table["synthetic"] - table["real"]).rename("synthetic - real (acc)")
-gain = (table["real+synthetic"] - table["real"]).rename("real+synthetic - real (acc)")
-regime_table = pd.concat([table, gap, gain], axis=1).reset_index()
-regime_table.to_csv(out / "12_regimes.csv", index=False)
-display(regime_table.round(3))
-
-# %% [markdown]
 # ### Paired tests against real-only training
 #
 # Per dataset, model and synthetic regime (at each multiple): paired t-test over seeds of the
-# test accuracy against real-only training of the same model and seed.
+# test accuracy (and AUC) against real-only training of the same model and seed, with the
+# 95% t-interval of the paired difference, the smallest difference the seeds could detect
+# (80% power) and a Holm adjustment over the regimes and multiples of one dataset, model
+# and metric (one family).
 
 # %%
 rows = []
@@ -154,10 +138,33 @@ for (ds, model), g in df.groupby(["dataset", "model"]):
         for metric in ("test_acc", "test_auc"):
             t = results.paired_seed_test(h, base, metric)
             rows.append({"dataset": ds, "model": model, "regime": regime, "multiple": m,
-                         "metric": metric, **t})
+                         "metric": metric, **t,
+                         "mde_80": results.min_detectable_difference(t["sd_diff"], t["n_pairs"])})
 tests = pd.DataFrame(rows)
+tests["p_holm"] = tests.groupby(["dataset", "model", "metric"])["t_p"].transform(
+    lambda p: pd.Series(results.holm(p), index=p.index))
 tests.to_csv(out / "12_paired_tests.csv", index=False)
 display(tests.round(4))
+
+# %% [markdown]
+# ## Three backbones, three regimes
+#
+# At `backbone_multiple` times the real training-set size. Per backbone: real only,
+# synthetic only, real + synthetic; bars: mean, error bars: 95% CI over seeds; below, the
+# paired differences to real-only training (same seeds) with their 95% t-intervals.
+
+# %%
+bm = S.get("backbone_multiple", 1)
+for metric in ("test_acc", "test_auc"):
+    fig = synthfigs.regime_bars(summ, bm, metric, majority=majority, tests=tests)
+    plots.savefig(fig, out / f"12_backbones_{metric.split('_')[1]}.png")
+bb = summ[(summ.regime == "real") | (summ.multiple == bm)]
+table = bb.pivot_table(index=["dataset", "model"], columns="regime", values="test_acc_mean")
+gap = (table["synthetic"] - table["real"]).rename("synthetic - real (acc)")
+gain = (table["real+synthetic"] - table["real"]).rename("real+synthetic - real (acc)")
+regime_table = pd.concat([table, gap, gain], axis=1).reset_index()
+regime_table.to_csv(out / "12_regimes.csv", index=False)
+display(regime_table.round(3))
 
 # %% [markdown]
 # ## What do the models look at? Grad-CAM and LIME on real test images
@@ -183,7 +190,8 @@ for name in names:
     labels = {"real": "trained on real", "syn": f"trained on synthetic ({emult:g}x)"}
     expl = synthetic.explain({labels["real"]: run_real, labels["syn"]: run_syn}, x, y,
                              lime_samples=int(E.get("lime_samples", 1000)),
-                             lime_segments=int(E.get("lime_segments", 25)))
+                             lime_segments=int(E.get("lime_segments", 25)),
+                             lime_hide=E.get("lime_hide", "mean"))
     fig = synthfigs.explanation_grid(x.numpy(), y, ds_.class_names, expl,
                                      title=f"{name}: {em}, seed {S['seeds'][0]}")
     plots.savefig(fig, out / f"12_explanations_{name}.png")

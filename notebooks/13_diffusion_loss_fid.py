@@ -116,12 +116,13 @@ display(diff.round(5))
 # %% [markdown]
 # ### Fréchet distance against feature dimension, L2 vs Huber
 #
-# Mean and 95% CI over seeds; dashed: the distance between two real sets with the same
-# features: validation images (subsampled to the test split's class mix, since the distance
-# depends on the class mix) against the test images.
+# Top: each seed's distance (dots) and the mean over seeds (diamond) on a log axis; dashed:
+# the distance between two real sets with the same features: validation images (subsampled
+# to the test split's class mix, since the distance depends on the class mix) against the
+# test images. Bottom: the paired difference Huber − L2 over seeds with its 95% t-interval.
 
 # %%
-fig = lossfigs.fd_by_dim(fd_summary, floor)
+fig = lossfigs.fd_by_dim(fd, floor, diff)
 plots.savefig(fig, out / "13_fd_by_dim.png")
 
 # %% [markdown]
@@ -136,7 +137,7 @@ display(den_summary.round(5))
 den_diff = lossfid.paired_difference(den_long, value="error", by=("dataset", "measure"))
 den_diff.to_csv(out / "13_denoising_huber_minus_l2.csv", index=False)
 display(den_diff.round(5))
-fig = lossfigs.denoising_bars(den)
+fig = lossfigs.denoising_bars(den, den_diff)
 plots.savefig(fig, out / "13_denoising.png")
 
 # %% [markdown]

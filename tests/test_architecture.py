@@ -17,8 +17,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent / "mdlib"
 
 #: layer of each top-level part of mdlib; a module may import only from its own layer or
-#: lower ones (``io``, ``paths``, ``profiles`` are the floor; ``plots`` sits beside runs)
-LAYERS = {"paths": 0, "io": 0, "profiles": 0, "data": 1, "models": 2, "metrics": 2,
+#: lower ones (``io``, ``locks``, ``paths``, ``profiles`` are the floor; ``plots`` sits beside runs)
+LAYERS = {"paths": 0, "io": 0, "locks": 0, "profiles": 0, "data": 1, "models": 2, "metrics": 2,
           "saliency": 3, "diffusion": 3, "augment": 4, "train": 5, "runs": 6, "plots": 6,
           "sweep": 7, "studies": 8}
 

@@ -1,9 +1,8 @@
 """Property tests of the seven augmentation methods (mdlib.augment), on real BreastMNIST
-images when the shared data is there (synthetic tensors otherwise) and tiny models."""
+images (conftest's data rule) and tiny models."""
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -16,24 +15,17 @@ from mdlib.diffusion import DiffusionConfig, train_diffusion
 from mdlib.models import build_model
 from mdlib.saliency import gradcam
 
-BREAST = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "medmnist" / "breastmnist.npz"
-
-
 # tiny models gain nothing from threads (fixture in conftest.py)
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def data():
-    """48 training images (float (N,1,28,28) in [0,1]) and labels, both classes."""
-    if BREAST.exists():
-        with np.load(BREAST, allow_pickle=False) as z:
-            x, y = z["train_images"], z["train_labels"].reshape(-1)
-        idx = np.concatenate([np.flatnonzero(y == c)[:24] for c in range(2)])
-        x, y = x[idx], y[idx]
-    else:
-        rng = np.random.default_rng(0)
-        x, y = rng.integers(0, 256, (48, 28, 28), dtype=np.uint8), np.repeat(np.arange(2), 24)
+def data(breast_npz):
+    """48 real training images (float (N,1,28,28) in [0,1]) and labels, both classes."""
+    with np.load(breast_npz, allow_pickle=False) as z:
+        x, y = z["train_images"], z["train_labels"].reshape(-1)
+    idx = np.concatenate([np.flatnonzero(y == c)[:24] for c in range(2)])
+    x, y = x[idx], y[idx]
     return torch.from_numpy(x).float()[:, None] / 255.0, torch.from_numpy(y).long()
 
 
@@ -137,6 +129,121 @@ def test_mdm_check_on_accepted_satisfy_eq8_and_off_rejects_nothing(data, salienc
                             guidance=guidance, diffusion=diffusion, n_classes=2)
     assert rec["kept"].all() and (rec["retries"] == 0).all()
     assert not rec["status"].isin(["dropped", "kept_at_min"]).any()
+
+
+def test_mdm_adaptive_alpha_by_hand():
+    """Eq. 5-6 on 2x3 maps computed by hand (tau_b = 0.3, omega = 0.7)."""
+    s1 = torch.tensor([[[0.1, 0.2, 0.9], [0.3, 0.8, 0.05]]])
+    s2 = torch.tensor([[[0.25, 0.5, 0.1], [0.7, 0.2, 0.6]]])
+    _, rb1, rb2, m = A.regions(s1, s2, 0.6, 0.3)
+    assert rb1[0].tolist() == [[True, True, False], [True, False, True]]     # <= tau_b
+    assert rb2[0].tolist() == [[True, False, True], [False, True, False]]
+    assert m[0].tolist() == [[True, False, False], [False, False, False]]
+    alpha, rho, eta = A.adaptive_alpha(s1, s2, rb1, rb2, 1.0, 0.7, 0.05, 0.8)
+    s1b, s2b = (0.1 + 0.2 + 0.3 + 0.05) / 4, (0.25 + 0.1 + 0.2) / 3          # own backgrounds
+    rho_hand = 1 - abs(s1b - s2b) / (s1b + s2b)                              # 0.93976
+    eta_hand = 1 / 6                                                         # |&| / |union|
+    assert float(rho[0]) == pytest.approx(rho_hand, rel=1e-6)
+    assert float(eta[0]) == pytest.approx(eta_hand, rel=1e-6)
+    assert float(alpha[0]) == pytest.approx(1.0 * rho_hand * eta_hand * 0.7, rel=1e-6)  # 0.1096
+    # clipping: alpha_base 10 hits alpha_max; alpha_base 0.1 falls to alpha_min
+    assert float(A.adaptive_alpha(s1, s2, rb1, rb2, 10.0, 0.7, 0.05, 0.8)[0][0]) == \
+        pytest.approx(0.8)
+    assert float(A.adaptive_alpha(s1, s2, rb1, rb2, 0.1, 0.7, 0.05, 0.8)[0][0]) == \
+        pytest.approx(0.05)
+    # an empty background of x2: S2b = 0, rho = 0 (|S1b - 0| / S1b), eta = 0 -> alpha_min
+    s2e = torch.ones_like(s2)
+    _, rb1, rb2e, _ = A.regions(s1, s2e, 0.6, 0.3)
+    a, r, e = A.adaptive_alpha(s1, s2e, rb1, rb2e, 1.0, 1.0, 0.05, 0.8)
+    assert float(r[0]) == pytest.approx(0.0, abs=1e-6) and float(e[0]) == 0.0
+    assert float(a[0]) == pytest.approx(0.05)
+
+
+def _alpha_loop(s1, s2, tau_b, alpha_base, omega, amin, amax):
+    """Eq. 5-6 image by image with numpy (independent of the batched code)."""
+    out = []
+    for a, b in zip(s1.numpy().astype(np.float64), s2.numpy().astype(np.float64)):
+        ra, rb = a <= tau_b, b <= tau_b
+        ma = a[ra].mean() if ra.any() else 0.0
+        mb = b[rb].mean() if rb.any() else 0.0
+        rho = 1 - abs(ma - mb) / (ma + mb + 1e-8)
+        eta = (ra & rb).sum() / (ra | rb).sum() if (ra | rb).any() else 0.0
+        out.append((np.clip(alpha_base * rho * eta * omega, amin, amax), rho, eta))
+    return np.array(out)
+
+
+def test_mdm_records_and_blend_follow_eq_4_to_6_for_each_pair(data, saliency):
+    """Through augment(): rho, eta, alpha of every record are Eq. 5-6 of the image and its
+    recorded partner (their own maps), and the output is Eq. 4 with that alpha and M_s."""
+    x, y = data
+    m = mdm(refine=False, check=False, omega=0.7, alpha_base=1.5, sigma=1.5)
+    idx = torch.arange(len(y))
+    out, _, rec = m.augment(x, y, saliency, idx, torch.Generator().manual_seed(6), n_classes=2)
+    j = torch.from_numpy(rec["partner"].to_numpy())
+    want = _alpha_loop(saliency[idx], saliency[j], 0.3, 1.5, 0.7, 0.05, 0.8)
+    np.testing.assert_allclose(rec[["alpha_initial", "rho", "eta"]].to_numpy(), want,
+                               rtol=1e-5, atol=1e-6)
+    assert rec["alpha_initial"].nunique() > 10  # not a constant: the pairs differ
+    ms = A.smooth_mask((saliency[idx] <= 0.3) & (saliency[j] <= 0.3), 1.5)
+    a = torch.from_numpy(rec["alpha"].to_numpy()).float().view(-1, 1, 1, 1)
+    ref = (1 - a * ms[:, None]) * x + a * ms[:, None] * x[j]
+    torch.testing.assert_close(out, ref.clamp(0, 1), atol=1e-6, rtol=0)
+
+
+def test_mdm_back_off_sequence(monkeypatch):
+    """Eq. 8's back-off: alpha_k = max(0.8^k alpha_0, alpha_min) until the check passes,
+    re-blending only the rows that failed; at alpha_min a failing sample is kept (or
+    dropped). The check is stubbed: class c accepts once alpha <= thr[c]."""
+    import mdlib.augment.meddiffusemix as M
+    thr = torch.tensor([0.7, 0.4, 0.1, -1.0])                    # class 3 never passes
+    n = 8
+    y = torch.arange(4).repeat_interleave(2)
+    x1 = torch.zeros(n, 1, 8, 8)                                 # x1 = 0, x2 = 1: x_mix = alpha M
+    s = torch.zeros(n, 8, 8)
+    s[:, 2:5, 2:5] = 1.0                                         # R_h: the block; M: the rest
+    rounds, real_blend = [], M.blend
+
+    def blend_spy(x1_, x2_, ms, alpha):
+        rounds.append(alpha.clone())
+        return real_blend(x1_, x2_, ms, alpha)
+
+    def cam_stub(guidance, xm, targets):                         # kept = 1 or 0 inside R_h
+        a = xm.flatten(1).amax(1)
+        ok = a <= thr[targets] + 1e-6
+        return ok.float().view(-1, 1, 1).expand(-1, *xm.shape[-2:]).clone()
+
+    monkeypatch.setattr(M, "gradcam", cam_stub)
+    monkeypatch.setattr(M, "blend", blend_spy)
+    x_all = torch.cat([x1, torch.ones(n, 1, 8, 8)])
+    y_all = torch.cat([y, y])
+    s_all = torch.cat([s, s])
+    partners = torch.arange(n) + n                               # each x1's partner is a 1-image
+    for on_fail in ("keep", "drop"):
+        rounds.clear()
+        m = A.get("meddiffusemix", refine=False, smooth=False, alpha_base=0.75, omega=1.0,
+                  delta=0.5, on_fail=on_fail)
+        out, _, rec = m.augment(x_all, y_all, s_all, torch.arange(n), None, guidance=object(),
+                                partners=partners, n_classes=4)
+        # by hand: 0.75, 0.6, 0.48, ..., each 0.8 x the last, floored at 0.05
+        seq = [0.75]
+        while seq[-1] > 0.05 + 1e-9:
+            seq.append(max(0.8 * seq[-1], 0.05))
+        want_k = [next((k for k, a in enumerate(seq) if a <= t + 1e-6), len(seq) - 1)
+                  for t in thr[y].tolist()]
+        np.testing.assert_allclose(rec["alpha"], [seq[k] for k in want_k], rtol=1e-5)
+        assert rec["retries"].tolist() == want_k                  # [1, 1, 3, 3, 10, 10, 13, 13]
+        assert want_k[:6] == [1, 1, 3, 3, 10, 10] and seq[want_k[-1]] == 0.05
+        stuck = "kept_at_min" if on_fail == "keep" else "dropped"
+        assert rec["status"].tolist() == ["accepted"] * 6 + [stuck] * 2
+        assert rec["kept"].tolist() == [True] * 6 + [on_fail == "keep"] * 2
+        np.testing.assert_allclose(rec["alpha_initial"], 0.75, rtol=1e-6)
+        # every round re-blends exactly the rows still failing, at that round's alpha
+        assert len(rounds) == len(seq)
+        for r, alphas in enumerate(rounds):
+            active = [i for i in range(n) if want_k[i] >= r]
+            np.testing.assert_allclose(alphas.numpy(), [seq[r]] * len(active), rtol=1e-5)
+        # the image kept is the one blended at the final alpha (x_mix = alpha outside R_h)
+        np.testing.assert_allclose(out[:, 0, 0, 0].numpy(), rec["alpha"], rtol=1e-5)
 
 
 def test_mdm_partner_same_class_never_itself():
@@ -308,6 +415,96 @@ def test_genmix_and_dba_banks(data, diffusion, tmp_path):
     idx = torch.from_numpy(dba.records["index"].to_numpy())
     assert torch.equal(yb.argmax(1), lbl) and torch.equal(lbl, y[idx])
     assert torch.equal(yb.sum(1), torch.ones(len(yb)))
+
+
+class _StubDiffusion:
+    """Stands in for the diffusion model: known images, and a record of every call."""
+
+    def __init__(self, value=0.9):
+        self.value, self.calls = value, []
+
+    def sample(self, labels, seed, batch_size, steps, progress):
+        labels = torch.as_tensor(labels)
+        self.calls.append(("sample", labels.clone(), steps))
+        ramp = torch.linspace(0, 1, 28).view(1, 1, 1, 28)
+        syn = 0.2 + 0.2 * labels.float().view(-1, 1, 1, 1) + 0.1 * ramp
+        return syn.expand(-1, 1, 28, 28).clone(), labels
+
+    def vary(self, x, labels, strength, steps, seed):
+        self.calls.append(("vary", torch.as_tensor(labels).clone(), strength, steps, x.clone()))
+        return torch.full_like(x, self.value)
+
+
+def test_genmix_image_and_label_formula():
+    """x = lam x1 + (1 - lam) x_syn, y = lam onehot(y1) + (1 - lam) onehot(c_syn), lam ~
+    Beta(alpha, alpha) per image, c_syn drawn from the training labels."""
+    from scipy import stats
+    g = torch.Generator().manual_seed(0)
+    y_train = torch.tensor([0] * 30 + [1] * 10)
+    x_train = torch.rand(40, 1, 28, 28, generator=g)
+    dm = _StubDiffusion()
+    ctx = BankContext(x_train, y_train, 2, seed=0, run_dir=None, extras={"diffusion": dm})
+    gm = A.get("genmix", alpha=0.4, sample_steps=3)
+    idx = torch.randint(40, (2000,), generator=g)
+    x, yb, rec = gm.generate(ctx, idx, torch.Generator().manual_seed(1), 0)
+    lam = torch.from_numpy(rec["lam"].to_numpy()).float()
+    cls = torch.from_numpy(rec["synthetic_class"].to_numpy())
+    (_, called, steps), = dm.calls
+    assert torch.equal(called, cls) and steps == 3
+    syn, _ = dm.sample(cls, 0, 0, None, False)
+    l4 = lam.view(-1, 1, 1, 1)
+    torch.testing.assert_close(x, (l4 * x_train[idx] + (1 - l4) * syn).clamp(0, 1), atol=1e-6, rtol=0)
+    oh = torch.nn.functional.one_hot
+    torch.testing.assert_close(yb, lam[:, None] * oh(y_train[idx], 2) + (1 - lam[:, None]) * oh(cls, 2))
+    assert rec["label"].tolist() == y_train[idx].tolist()
+    assert stats.kstest(lam.numpy(), stats.beta(0.4, 0.4).cdf).pvalue > 1e-3
+    assert stats.kstest(lam.numpy(), stats.beta(2.0, 2.0).cdf).pvalue < 1e-6
+    assert (cls == 1).float().mean() == pytest.approx(0.25, abs=0.04)  # the label mix
+
+
+def _hybrid_ramp(n, ramp=0.1):
+    """The documented seam: weight of the generated half across the middle, by hand."""
+    width = max(1.0, ramp * n)
+    return np.clip((np.arange(n) + 0.5 - n / 2) / width + 0.5, 0, 1)
+
+
+def test_dba_hybrid_and_fractal_blend():
+    """x = (1 - lam) * ((1 - m) x1 + m * variation) + lam * fractal: with constant x1 and
+    variation the weight m is recovered per pixel and must be one of the four documented
+    hybrids (horizontal / vertical seam, either half generated, linear ramp of 0.1 * size);
+    with x1 = variation the fractal term is what remains."""
+    n = 64
+    y_train = torch.tensor([0, 1] * (n // 2))
+    x_train = torch.full((n, 1, 28, 28), 0.2)
+    dm = _StubDiffusion(0.9)
+    ctx = BankContext(x_train, y_train, 2, seed=3, run_dir=None, extras={"diffusion": dm})
+    dba = A.get("dba", strength=0.5, steps=2, fractal_lambda=0.2, ramp=0.1, n_fractals=16)
+    idx = torch.arange(n)
+    x, yb, rec = dba.generate(ctx, idx, torch.Generator().manual_seed(0), 0)
+    (_, labels, strength, steps, x_in), = dm.calls
+    assert torch.equal(labels, y_train) and strength == 0.5 and steps == 2
+    assert torch.equal(x_in, x_train)
+    assert torch.equal(yb.argmax(1), y_train) and torch.equal(yb.sum(1), torch.ones(n))
+    fr = dba.fractals(ctx)[torch.from_numpy(rec["fractal"].to_numpy())]
+    m = ((x - 0.2 * fr) / 0.8 - 0.2) / 0.7
+    r = torch.from_numpy(_hybrid_ramp(28)).float()
+    cands = {"left->right": r.view(1, 28).expand(28, 28), "right->left": (1 - r).view(1, 28).expand(28, 28),
+             "top->bottom": r.view(28, 1).expand(28, 28), "bottom->top": (1 - r).view(28, 1).expand(28, 28)}
+    seen = set()
+    for i in range(n):
+        match = [k for k, c in cands.items() if torch.allclose(m[i, 0], c, atol=1e-5)]
+        assert len(match) == 1, i
+        seen.add(match[0])
+    assert seen == set(cands)                                  # all four hybrids occur
+    np.testing.assert_allclose(m.mean((1, 2, 3)).numpy(), 0.5, atol=1e-6)
+    # x1 equal to the variation: only the fractal blend is left
+    ctx2 = BankContext(torch.full((n, 1, 28, 28), 0.9), y_train, 2, seed=3, run_dir=None,
+                       extras={"diffusion": _StubDiffusion(0.9)})
+    dba2 = A.get("dba", strength=0.5, steps=2, fractal_lambda=0.2, n_fractals=16)
+    x2, _, rec2 = dba2.generate(ctx2, idx, torch.Generator().manual_seed(0), 0)
+    fr2 = dba2.fractals(ctx2)[torch.from_numpy(rec2["fractal"].to_numpy())]
+    torch.testing.assert_close(x2, (0.8 * 0.9 + 0.2 * fr2).clamp(0, 1), atol=1e-6, rtol=0)
+    assert rec2["fractal"].nunique() > 8 and (fr2.flatten(1).std(1) > 0.05).all()
 
 
 def test_fractals_and_hybrid_masks():

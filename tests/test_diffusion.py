@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import math
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,8 +11,6 @@ import torch
 
 from mdlib.diffusion import ddpm as D
 from mdlib.diffusion import CheckpointError, DiffusionConfig, DiffusionModel, train_diffusion
-
-BREAST = Path("/work/shared/data/medmnist/breastmnist.npz")
 
 TINY = dict(block_out_channels=(8, 16), batch_size=4, train_steps=4, checkpoint_every=2,
             sample_steps=4)
@@ -30,17 +27,13 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def breast():
-    """A few real training images (uint8 (N,H,W,C)) and labels, or random ones."""
-    if BREAST.exists():
-        from mdlib.data import check_file
-        ds = check_file(BREAST, verify=False)
-        x, y = ds.x("train"), ds.y("train")
-        idx = np.concatenate([np.flatnonzero(y == c)[:8] for c in range(2)])
-        return x[idx], y[idx]
-    rng = np.random.default_rng(0)
-    return (rng.integers(0, 256, (16, 28, 28, 1), dtype=np.uint8),
-            np.repeat(np.arange(2), 8))
+def breast(breast_npz):
+    """A few real training images (uint8 (N,H,W,C)) and labels (conftest's data rule)."""
+    from mdlib.data import check_file
+    ds = check_file(breast_npz, verify=False)
+    x, y = ds.x("train"), ds.y("train")
+    idx = np.concatenate([np.flatnonzero(y == c)[:8] for c in range(2)])
+    return x[idx], y[idx]
 
 
 @pytest.fixture(scope="module")
@@ -192,6 +185,40 @@ def test_huber_loss_selectable(breast, tmp_path):
     assert hub.cfg.loss == "huber" and l2.cfg.loss == "l2"
 
 
+def _first_step_prediction(breast, cfg):
+    """The first training step's noise prediction and noise, replayed from the documented
+    draws (batch indices, timesteps, noise from one generator seeded with cfg.seed) and
+    the seeded initialisation."""
+    x = unit(breast[0])
+    y = torch.as_tensor(breast[1])
+    gen = torch.Generator().manual_seed(cfg.seed)
+    idx = torch.randint(len(x), (cfg.batch_size,), generator=gen)
+    t = torch.randint(0, cfg.num_train_timesteps, (cfg.batch_size,), generator=gen)
+    noise = torch.randn((cfg.batch_size, 1, 28, 28), generator=gen)
+    ddpm = D.build_ddpm_scheduler(cfg)
+    with torch.no_grad():
+        pred = D.build_unet(cfg)(ddpm.add_noise(x[idx] * 2 - 1, noise, t), t,
+                                 class_labels=y[idx]).sample
+    return pred.double().numpy(), noise.double().numpy()
+
+
+@pytest.mark.parametrize("loss, delta", [("huber", 0.05), ("huber", 1.0), ("l2", 1.0)])
+def test_recorded_loss_is_the_configured_objective(breast, tmp_path, loss, delta):
+    """Step 1's recorded loss is mean((pred - noise)^2) for L2 and the mean Huber loss with
+    the configured delta (0.5 r^2 where |r| <= delta, else delta (|r| - delta / 2))."""
+    cfg = tiny_cfg(train_steps=1, loss=loss, huber_delta=delta)
+    train_diffusion(*breast, cfg, tmp_path / "m", progress=False)
+    (_, recorded), = D.read_loss_curve(tmp_path / "m")
+    pred, noise = _first_step_prediction(breast, cfg)
+    r = np.abs(pred - noise)
+    want = (r ** 2).mean() if loss == "l2" else \
+        np.where(r <= delta, 0.5 * r ** 2, delta * (r - 0.5 * delta)).mean()
+    assert recorded == pytest.approx(want, rel=1e-5)
+    if loss == "huber" and delta < 1:  # a small delta is a different loss, not delta 1's
+        other = np.where(r <= 1.0, 0.5 * r ** 2, r - 0.5).mean()
+        assert abs(recorded - other) > 100 * abs(recorded - want)
+
+
 def test_max_seconds_stops_early_and_resumes(breast, tmp_path):
     out = tmp_path / "m"
     cfg = tiny_cfg(train_steps=5, ema=False)
@@ -302,6 +329,115 @@ def test_ddim_schedule_matches_diffusers(trained):
     assert torch.allclose(model._ddim_step(xt, eps, 999, 979), ref, atol=1e-5)
 
 
+def _reference_ddim(unet, x, labels, timesteps, steps_of_full, eps_fn=None, mask=None,
+                    known=None, noise=None):
+    """The DDIM loop with diffusers' own DDIMScheduler (the documented configuration:
+    linear betas, T = 1000, trailing spacing, clipped x0, eta 0), set to ``steps_of_full``
+    steps, run over ``timesteps`` (a tail of its schedule). With ``mask``, RePaint: after
+    every step the known part is ``known`` noised to the next timestep with ``noise``.
+    Returns the model inputs of every step and the final sample."""
+    from diffusers import DDIMScheduler
+    sched = DDIMScheduler(num_train_timesteps=1000, beta_schedule="linear",
+                          timestep_spacing="trailing", clip_sample=True)
+    sched.set_timesteps(steps_of_full)
+    assert set(timesteps) <= set(sched.timesteps.tolist())
+    inputs = []
+    for i, t in enumerate(timesteps):
+        inputs.append(x.clone())
+        tt = torch.full((len(x),), t, dtype=torch.long)
+        eps = eps_fn(x, tt) if eps_fn else unet(x, tt, class_labels=labels).sample
+        x = sched.step(eps, t, x).prev_sample
+        if mask is not None:
+            nxt = timesteps[i + 1] if i + 1 < len(timesteps) else None
+            k = known if nxt is None else sched.add_noise(known, noise, torch.tensor([nxt]))
+            x = mask * x + (1 - mask) * k
+    return inputs, x
+
+
+class _Recorder:
+    """Records the sample each UNet call of a DiffusionModel receives."""
+
+    def __init__(self, model, monkeypatch):
+        self.inputs, self.timesteps = [], []
+        real = model.unet.forward
+
+        def fwd(sample, timestep, *a, **k):
+            self.inputs.append(sample.detach().clone())
+            self.timesteps.append(int(timestep[0]))
+            return real(sample, timestep, *a, **k)
+        monkeypatch.setattr(model.unet, "forward", fwd)
+
+
+def test_sampling_loop_matches_diffusers_step_by_step(trained, monkeypatch):
+    model, _ = trained
+    rec = _Recorder(model, monkeypatch)
+    labels = torch.tensor([0, 1, 1])
+    out, _ = model.sample(labels=labels, seed=11, steps=5, progress=False)
+    noise = torch.randn((3, 1, 28, 28), generator=torch.Generator().manual_seed(11))
+    ts = [999, 799, 599, 399, 199]
+    inputs, final = _reference_ddim(model.unet, noise, labels, ts, 5)
+    assert rec.timesteps[:len(ts)] == ts  # (the reference's own calls are recorded after)
+    for a, b in zip(rec.inputs[:len(ts)], inputs):  # (float32 round-off of two formulas)
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(out, ((final + 1) / 2).clamp(0, 1), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("strength, steps, steps_of_full", [(1.0, 4, 4), (0.5, 5, 10)])
+def test_variation_loop_matches_diffusers_step_by_step(trained, refine_inputs, monkeypatch,
+                                                       strength, steps, steps_of_full):
+    """vary's own DDIM update over a partial schedule (SDEdit) against diffusers'
+    scheduler: noised to the first timestep with add_noise, then its schedule's tail."""
+    from diffusers import DDIMScheduler
+    model, _ = trained
+    x, _, y = refine_inputs
+    noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(5))
+    rec = _Recorder(model, monkeypatch)
+    out = model.vary(x, y, strength=strength, steps=steps, seed=0, noise=noise)
+    sched = DDIMScheduler(num_train_timesteps=1000, beta_schedule="linear",
+                          timestep_spacing="trailing")
+    sched.set_timesteps(steps_of_full)
+    ts = sched.timesteps.tolist()[steps_of_full - steps:]
+    x0 = x * 2 - 1
+    start = sched.add_noise(x0, noise, torch.tensor([ts[0]]))
+    inputs, final = _reference_ddim(model.unet, start, y, ts, steps_of_full)
+    assert rec.timesteps[:len(ts)] == ts  # (the reference's own calls are recorded after)
+    for a, b in zip(rec.inputs[:len(ts)], inputs):  # (float32 round-off of two formulas)
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(out, ((final + 1) / 2).clamp(0, 1), atol=1e-4, rtol=1e-4)
+
+
+def test_classifier_free_guidance_combines_predictions_numerically(breast, tmp_path):
+    """eps = eps(x, null) + w (eps(x, y) - eps(x, null)), checked on the noise prediction
+    and through one sampling run against diffusers' scheduler with that combination."""
+    model = train_diffusion(*breast, tiny_cfg(class_dropout=0.2, train_steps=2), tmp_path / "m",
+                            progress=False)
+    g = torch.Generator().manual_seed(0)
+    xt = torch.randn((4, 1, 28, 28), generator=g)
+    tt = torch.tensor([999, 500, 250, 10])
+    y = torch.tensor([0, 1, 0, 1])
+    null = torch.full_like(y, 2)
+    with torch.no_grad():
+        cond = model.unet(xt, tt, class_labels=y).sample
+        unc = model.unet(xt, tt, class_labels=null).sample
+        assert (cond - unc).abs().max() > 1e-4  # the label matters to this model
+        for w in (0.0, 1.0, 2.5):
+            model.guidance_scale = w
+            # (one batched call of 2B rows vs two calls of B: float round-off only)
+            torch.testing.assert_close(model._eps(xt, tt, y), unc + w * (cond - unc),
+                                       atol=1e-4, rtol=1e-4)
+    model.guidance_scale = 2.5
+    out, _ = model.sample(labels=y[:2], seed=3, steps=4, progress=False)
+
+    def guided(x, t):
+        c = model.unet(x, t, class_labels=y[:2]).sample
+        u = model.unet(x, t, class_labels=null[:2]).sample
+        return u + 2.5 * (c - u)
+    noise = torch.randn((2, 1, 28, 28), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        _, final = _reference_ddim(model.unet, noise, y[:2], [999, 749, 499, 249], 4, guided)
+    torch.testing.assert_close(out, ((final + 1) / 2).clamp(0, 1), atol=5e-4, rtol=0)
+
+
 # --------------------------------------------------------------------------- refine
 @pytest.fixture(scope="module")
 def refine_inputs(breast):
@@ -338,6 +474,33 @@ def test_refine_exact_outside_mask_and_deterministic(trained, refine_inputs):
     chunked = model.refine(x, mask, y, strength=0.3, steps=5, seed=3, batch_size=3)
     assert torch.allclose(chunked, out, atol=1e-4)
     assert torch.equal(chunked[keep], x[keep])
+
+
+def test_refine_inside_the_mask_is_repaint(trained, refine_inputs, monkeypatch):
+    """Inside the mask: RePaint with diffusers' scheduler (x noised to t0 = strength T - 1,
+    DDIM over the tail of the schedule, the known part replaced after every step by x noised
+    to the next timestep with the same noise), then out = m * denoised + (1 - m) * x; the
+    model sees the same input at every step."""
+    model, _ = trained
+    x, mask, y = refine_inputs
+    noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(9))
+    rec = _Recorder(model, monkeypatch)
+    out = model.refine(x, mask, y, strength=0.3, steps=3, seed=0, noise=noise)
+    x0 = x * 2 - 1
+    from diffusers import DDIMScheduler
+    sched = DDIMScheduler(num_train_timesteps=1000, beta_schedule="linear",
+                          timestep_spacing="trailing")
+    sched.set_timesteps(10)
+    ts = sched.timesteps.tolist()[7:]                       # [299, 199, 99]
+    start = sched.add_noise(x0, noise, torch.tensor([ts[0]]))
+    inputs, den = _reference_ddim(model.unet, start, y, ts, 10, mask=mask, known=x0, noise=noise)
+    assert rec.timesteps[:len(ts)] == ts  # (the reference's own calls are recorded after)
+    for a, b in zip(rec.inputs[:len(ts)], inputs):  # (float32 round-off of two formulas)
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+    want = mask * ((den + 1) / 2).clamp(0, 1) + (1 - mask) * x
+    inside = (mask > 0).expand_as(x)
+    torch.testing.assert_close(out[inside], want[inside], atol=1e-4, rtol=1e-4)
+    assert (out[mask.expand_as(x) == 1] - x[mask.expand_as(x) == 1]).abs().mean() > 0.05
 
 
 def test_refine_zero_mask_is_a_no_op_without_model_calls(trained, refine_inputs, monkeypatch):

@@ -39,6 +39,42 @@ def test_torchmetrics_fd_matches_ours_with_a_tiny_network():
     assert fid.torchmetrics_fd(real, real, net) == pytest.approx(0.0, abs=1e-5)
 
 
+def _with_moments(n, mean, cov, seed):
+    """``n`` samples whose sample mean and sample covariance (ddof 1) are exactly
+    ``mean`` and ``cov``."""
+    rng = np.random.default_rng(seed)
+    z = rng.normal(size=(n, len(mean)))
+    z -= z.mean(0)
+    z = z @ np.linalg.inv(np.linalg.cholesky(np.cov(z, rowvar=False))).T  # whitened: cov = I
+    return mean + z @ np.linalg.cholesky(cov).T
+
+
+def test_frechet_distance_closed_form():
+    """Diagonal covariances: FD = |mu1 - mu2|^2 + sum_i (sqrt(a_i) - sqrt(b_i))^2, so the
+    trace term is checked on its own (equal means) and with a mean shift."""
+    a, b = np.array([1.0, 4.0, 0.25, 9.0]), np.array([4.0, 1.0, 1.0, 9.0])
+    mu1, mu2 = np.array([0.0, 1.0, -2.0, 0.5]), np.array([1.0, -1.0, 0.0, 0.5])
+    f1 = _with_moments(60, mu1, np.diag(a), 0)
+    f2 = _with_moments(45, mu2, np.diag(b), 1)
+    trace = float(((np.sqrt(a) - np.sqrt(b)) ** 2).sum())           # 1 + 1 + 0.25 + 0 = 2.25
+    assert fid.frechet_distance(f1, f2) == pytest.approx(((mu1 - mu2) ** 2).sum() + trace, rel=1e-8)
+    f2_same_mean = _with_moments(45, mu1, np.diag(b), 2)
+    assert fid.frechet_distance(f1, f2_same_mean) == pytest.approx(trace, rel=1e-8)
+    # full (non-commuting) covariances: Tr(S1 + S2 - 2 (S1 S2)^(1/2)) from the eigenvalues
+    # of S1^(1/2) S2 S1^(1/2), a route independent of scipy's sqrtm of the product
+    r = np.random.default_rng(3).normal(size=(4, 4))
+    s1, s2 = np.diag(a) + 0.3 * (r + r.T) @ (r + r.T).T / 8, np.eye(4) + 0.5 * np.outer(r[0], r[0])
+    w, v = np.linalg.eigh(s1)
+    root1 = v @ np.diag(np.sqrt(w)) @ v.T
+    tr_sqrt = np.sqrt(np.linalg.eigvalsh(root1 @ s2 @ root1)).sum()
+    want = ((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * tr_sqrt
+    got = fid.frechet_distance(_with_moments(80, mu1, s1, 4), _with_moments(70, mu2, s2, 5))
+    assert got == pytest.approx(want, rel=1e-8)
+    assert fid.frechet_distance(f1, f1) == pytest.approx(0.0, abs=1e-8)
+    with pytest.raises(ValueError):
+        fid.frechet_distance(f1, f1[:, :3])
+
+
 def test_inception_skipped_offline_with_a_clear_message(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
     with pytest.raises(fid.InceptionUnavailable, match="weights not found at .*hub"):

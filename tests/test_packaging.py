@@ -18,7 +18,9 @@ def _name(req: str) -> str:
 
 def test_environment_yml_matches_pyproject():
     py = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    want = {_name(r) for r in py["dependencies"] + py["optional-dependencies"]["dev"]}
+    extras = py["optional-dependencies"]
+    assert {"dev", "ray"} <= set(extras), "extras dev and ray (make setup installs both)"
+    want = {_name(r) for r in py["dependencies"] + [r for group in extras.values() for r in group]}
     env = yaml.safe_load((REPO / "environment.yml").read_text())
     pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
     have = {_name(r) for r in pip if not r.startswith("-e")}

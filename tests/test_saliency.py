@@ -3,7 +3,6 @@ model's state, the per-split cache, CAM variants, and a guidance classifier that
 sees the test split. Small random inputs; every test takes a few seconds at most."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,7 +15,6 @@ from mdlib.models import build_model, cam_layer, reshape_transform
 from mdlib.saliency import (cam_variant, compute_split_saliency, gradcam, saliency_key)
 from mdlib.train import train_guidance_classifier
 
-BREAST = Path("/work/shared/data/medmnist/breastmnist.npz")
 
 
 @pytest.fixture(autouse=True)
@@ -289,8 +287,8 @@ def test_split_cache_file_path_and_uint8(tmp_path):
 
 
 # --------------------------------------------------------------------------- guidance model
-def _tiny_breast(noise_test: bool) -> ImageDataset:
-    full = check_file(BREAST)
+def _tiny_breast(path, noise_test: bool) -> ImageDataset:
+    full = check_file(path)
     splits = {}
     for s, per_class in (("train", 12), ("val", 6), ("test", 6)):
         x, y = full.splits[s]
@@ -303,17 +301,16 @@ def _tiny_breast(noise_test: bool) -> ImageDataset:
                         full.class_names, splits, full.source, {})
 
 
-@pytest.mark.skipif(not BREAST.is_file(), reason="breastmnist.npz not available")
-def test_guidance_classifier_never_sees_test():
+def test_guidance_classifier_never_sees_test(breast_npz):
     from mdlib.train import TrainConfig
     cfg = TrainConfig(model="small_cnn", epochs=1, batch_size=8, seed=0, device="cpu",
                       model_kwargs={"width": 8})
-    m1, res = train_guidance_classifier(_tiny_breast(False), cfg, return_result=True)
-    m2 = train_guidance_classifier(_tiny_breast(True), cfg.to_dict())
+    m1, res = train_guidance_classifier(_tiny_breast(breast_npz, False), cfg, return_result=True)
+    m2 = train_guidance_classifier(_tiny_breast(breast_npz, True), cfg.to_dict())
     assert not m1.training and not m2.training
     assert res.test == {} and len(res.test_probs) == 0
     s1, s2 = m1.state_dict(), m2.state_dict()
     assert s1.keys() == s2.keys()
     assert all(torch.equal(s1[k], s2[k]) for k in s1)
     with pytest.raises(ValueError, match="fixed"):
-        train_guidance_classifier(_tiny_breast(False), cfg, evaluate_test=True)
+        train_guidance_classifier(_tiny_breast(breast_npz, False), cfg, evaluate_test=True)

@@ -105,7 +105,7 @@ def test_separability_separated_vs_mixed():
     assert good["knn5_acc_features"] == 1.0 and bad["knn5_acc_features"] < 0.6
     assert good["silhouette_tsne"] > bad["silhouette_tsne"]
     assert set(good) == {"silhouette_features", "knn5_acc_features", "silhouette_tsne",
-                         "knn5_acc_tsne"}
+                         "knn5_acc_tsne", "knn_neighbours"}
     one = studyfigs.separability(xs, np.zeros(len(ys), int))
     assert np.isnan(one["silhouette_features"]) and one["knn5_acc_features"] == 1.0
     assert "silhouette_tsne" not in one
@@ -242,3 +242,22 @@ def test_ensure_smoke_runs_refuses_other_profiles():
 def test_how_to_make_runs_names_a_grid_of_the_profile():
     msg = studyfigs.how_to_make_runs("study", "cpu")
     assert "python -m mdlib.sweep studies/" in msg and "PROFILE=cpu" in msg
+
+
+def test_knn_with_groups_ignores_near_copies():
+    """Rotated copies of one tile are each other's nearest neighbours: without groups a
+    k-NN vote over copies looks perfect even when the tiles' labels are random; leaving
+    the whole group out measures separation between tiles."""
+    from sklearn.model_selection import LeaveOneGroupOut, cross_val_predict
+    from sklearn.neighbors import KNeighborsClassifier
+    rng = np.random.default_rng(0)
+    tiles = rng.normal(size=(60, 8))
+    y_tile = rng.integers(0, 2, 60)  # labels unrelated to the features
+    x = np.repeat(tiles, 6, axis=0) + 0.01 * rng.normal(size=(360, 8))
+    y, g = np.repeat(y_tile, 6), np.repeat(np.arange(60), 6)
+    naive = studyfigs.knn_loo_accuracy(x, y, 5)
+    grouped = studyfigs.knn_loo_accuracy(x, y, 5, groups=g)
+    assert naive == 1.0 and grouped < 0.7
+    ref = cross_val_predict(KNeighborsClassifier(5), x, y, groups=g, cv=LeaveOneGroupOut())
+    assert abs(grouped - (ref == y).mean()) <= 3 / len(y)
+

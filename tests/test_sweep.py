@@ -31,16 +31,21 @@ def write(tmp_path: Path, text: str, name: str = "grid.yaml") -> Path:
 
 def tiny_notebook(path: Path) -> Path:
     """A notebook that runs in a second: fails when X == 1, prints its thread setting and
-    a RUN_DIR line when RUN_DIR is given, appends its start / end times to LOG if given."""
+    a RUN_DIR line when RUN_DIR is given, appends its start / end times to LOG if given,
+    sleeps SLEEP seconds (only once if MARK names a file: it creates it)."""
     nb = new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     p = new_code_cell("PROFILE = 'smoke'\nX = 0\nRUN_DIR = None\nLOG = None\n"
-                      "DATASET = 'breastmnist'\nMETHOD = 'no_aug'\nSEED = 0")
+                      "DATASET = 'breastmnist'\nMETHOD = 'no_aug'\nSEED = 0\nSLEEP = 0\nMARK = None")
     p.metadata["tags"] = ["parameters"]
     nb.cells = [p, new_code_cell(
         "import os, time\n"
         "t0 = time.time()\n"
         "assert X != 1, 'X must not be 1'\n"
+        "if SLEEP and not (MARK and os.path.exists(MARK)):\n"
+        "    if MARK:\n"
+        "        open(MARK, 'w').close()\n"
+        "    time.sleep(SLEEP)\n"
         "print('threads', os.environ.get('OMP_NUM_THREADS'), os.environ.get('MDLIB_THREADS'))\n"
         "if RUN_DIR:\n"
         "    os.makedirs(RUN_DIR, exist_ok=True)\n"
@@ -133,15 +138,19 @@ def test_expand_list_of_grids(tmp_path):
     assert configs[9]["METHOD_PARAMS"] == {"check": False}
 
 
-def test_hashes_are_stable():
-    grid = sweep.load_grid(SMOKE)
-    configs = sweep.expand(grid)
-    assert [config_hash(c) for c in configs] == [config_hash(c) for c in sweep.expand(sweep.load_grid(SMOKE))]
-    assert len({config_hash(c) for c in configs}) == len(configs) == 4
+def test_hashes_are_pinned():
+    """The smoke grid's configurations hash to the directory names finished sweeps already
+    have (a changed hash would orphan every finished sweep directory): pinned values, and
+    the definition (first 12 hex digits of the SHA-256 of the sorted, compact JSON)."""
+    import hashlib
+    configs = sweep.expand(sweep.load_grid(SMOKE))
+    assert [config_hash(c) for c in configs] == ["aec933fe9b6c", "f9c022c4d814", "e2aee1fa61dc", "4baf7242965a"]
+    assert [(c["METHOD"], c["SEED"]) for c in configs] == [("no_aug", 0), ("no_aug", 1), ("mixup", 0), ("mixup", 1)]
     reordered = dict(reversed(list(configs[0].items())))
-    assert config_hash(reordered) == config_hash(configs[0])
-    # pinned: changing the hash would orphan every finished sweep directory
-    assert config_hash({"DATASET": "breastmnist", "METHOD": "no_aug", "SEED": 0, "TASK": "study"}) == "aec933fe9b6c"
+    assert config_hash(reordered) == "aec933fe9b6c"
+    blob = '{"DATASET":"breastmnist","METHOD":"no_aug","SEED":0,"TASK":"study"}'
+    assert hashlib.sha256(blob.encode()).hexdigest()[:12] == "aec933fe9b6c"
+    assert config_hash({**configs[0], "SEED": 0.0}) != "aec933fe9b6c"  # 0.0 is not 0 in JSON
 
 
 def test_study_grids_load():
@@ -151,9 +160,98 @@ def test_study_grids_load():
         counts[grid.name] = len(sweep.expand(grid))
         assert grid.name == f.stem
     assert counts["smoke"] == 4
-    assert counts["main_cpu"] == 3 * 7 * 3 + 3 * 2 * 2
-    assert counts["ablation_cpu"] == 3 * 5 * 2
-    assert counts["sensitivity_cpu"] == 3 * (4 + 4 + 3)
+    # 7 methods on matched seeds: 2 datasets x 5 seeds + BreastMNIST x 10 (small CNN), 2 x 5
+    # (ResNet-18 slim), and BreastMNIST at 64 px for No Aug and MedDiffuseMix x 5
+    assert counts["main_cpu"] == 7 * 2 * 5 + 7 * 10 + 7 * 2 * 5 + 2 * 5
+    assert counts["ablation_cpu"] == 3 * 5 * 3
+    assert counts["sensitivity_cpu"] == 3 * (4 + 9 + 3)
+    assert counts["main_gpu"] == 5 * 7 * 3 * 5
+    assert counts["ablation_gpu"] == 5 * 3 * 5
+    assert counts["sensitivity_gpu"] == (4 + 9 + 3) * 3 * 5
+
+
+PAPER_BACKBONES = ["resnet50", "densenet121", "efficientnet_b4", "vit_b16", "swin_t"]
+STUDY_DATASETS = {"pneumoniamnist", "breastmnist", "lc25000_lung"}
+
+
+def _dry_run_configs(grid: Path, capsys) -> list[dict]:
+    """The configurations ``python -m mdlib.sweep GRID --dry-run`` lists (nothing runs)."""
+    capsys.readouterr()
+    assert sweep.main([str(grid), "--dry-run", "--no-progress"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    rows = [json.loads(ln.split("] ", 1)[1].split(" ", 1)[1]) for ln in out if ln.startswith("  [")]
+    assert all(ln.startswith("  [run  ] ") for ln in out if ln.startswith("  ["))
+    assert not (paths.runs_root() / "sweeps").exists()
+    return rows
+
+
+def test_gpu_grids_list_the_papers_protocol(capsys):
+    """The gpu grids, listed by --dry-run: every backbone x method x dataset x seed 0-4
+    once (main); ablation and sensitivity on EfficientNet-B4 with the cpu grids'
+    variants (sigma rescaled from 28 to 64 px), seeds 0-4, all on the gpu profile."""
+    from itertools import product
+    main = _dry_run_configs(REPO / "studies" / "main_gpu.yaml", capsys)
+    got = sorted((c["MODEL"], c["METHOD"], c["DATASET"], c["SEED"]) for c in main)
+    want = sorted(product(PAPER_BACKBONES, mdm_study.ALL_METHODS, STUDY_DATASETS, range(5)))
+    assert got == want and len(main) == 525
+    assert {c["TASK"] for c in main} == {"study"} and all(set(c) == {"TASK", "MODEL", "METHOD", "DATASET", "SEED"}
+                                                           for c in main)
+    gpu = {f: sweep.load_grid(REPO / "studies" / f"{f}_gpu.yaml") for f in ("main", "ablation", "sensitivity")}
+    assert {g.profile for g in gpu.values()} == {"gpu"}
+    assert {g.hooks for g in gpu.values()} == {"mdlib.studies.meddiffusemix.study"}
+
+    def variants(name: str, rows: list[dict]) -> dict:
+        assert {(c["TASK"], c["METHOD"], c.get("MODEL")) for c in rows} == {(name, "meddiffusemix", "efficientnet_b4")}
+        out: dict = {}
+        for c in rows:
+            out.setdefault(json.dumps(c["METHOD_PARAMS"], sort_keys=True), set()).add((c["DATASET"], c["SEED"]))
+        assert all(v == set(product(STUDY_DATASETS, range(5))) for v in out.values())  # matched seeds
+        return out
+
+    abl = variants("ablation", _dry_run_configs(REPO / "studies" / "ablation_gpu.yaml", capsys))
+    cpu_abl = {json.dumps(c["METHOD_PARAMS"], sort_keys=True) for c in sweep.expand(sweep.load_grid(REPO / "studies" / "ablation_cpu.yaml"))}
+    assert set(abl) == cpu_abl and len(abl) == 5
+    sens = variants("sensitivity", _dry_run_configs(REPO / "studies" / "sensitivity_gpu.yaml", capsys))
+    scale = 64 / 28
+    cpu_sens = set()
+    for c in sweep.expand(sweep.load_grid(REPO / "studies" / "sensitivity_cpu.yaml")):
+        mp = dict(c["METHOD_PARAMS"])
+        if "sigma" in mp:
+            mp["sigma"] = float(round(mp["sigma"] * scale, 4))
+        cpu_sens.add(json.dumps(mp, sort_keys=True))
+    assert {json.dumps({k: (float(v) if k == "sigma" else v) for k, v in json.loads(v).items()}, sort_keys=True)
+            for v in sens} == cpu_sens and len(sens) == 16
+    from mdlib import profiles  # the default sigma variant is the profile's own default
+    assert mdm_study.method_params(profiles.load("gpu"), "breastmnist", "meddiffusemix")["sigma"] == 3.4286
+
+
+def test_make_study_runs_the_profiles_grids():
+    """`make study` sweeps the chosen profile's own grids in a fixed order (main first),
+    not the cpu grids; smoke (no *_smoke grids) sweeps studies/smoke.yaml."""
+    def grids(profile: str) -> list[str]:
+        r = subprocess.run(["make", "-s", "study-grids", f"PROFILE={profile}"], cwd=REPO,
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        return r.stdout.split()
+    assert grids("gpu") == ["studies/main_gpu.yaml", "studies/ablation_gpu.yaml", "studies/sensitivity_gpu.yaml"]
+    assert grids("cpu") == ["studies/main_cpu.yaml", "studies/ablation_cpu.yaml", "studies/sensitivity_cpu.yaml"]
+    assert grids("smoke") == ["studies/smoke.yaml"]
+    r = subprocess.run(["make", "-s", "study-grids", "PROFILE=tpu"], cwd=REPO, capture_output=True, text=True)
+    assert r.returncode != 0 and "no sweep grids for profile tpu" in r.stderr
+
+
+def test_sweep_resources_from_the_profile(tmp_path, monkeypatch):
+    """The Ray backend's per-configuration requests come from the profile's `sweep`
+    section; a bad one is refused naming the profile and the key."""
+    assert sweep.resources("smoke") == {"num_cpus": 1, "num_gpus": 0, "memory_gb": 1}
+    assert sweep.resources("gpu")["num_gpus"] == 1
+    monkeypatch.setenv("MDLIB_PROFILE_PATH", str(tmp_path))
+    (tmp_path / "badres.yaml").write_text("extends: smoke\nsweep: {num_cpus: 0}\n")
+    with pytest.raises(sweep.GridError, match=r"profile badres: sweep.num_cpus=0 must be a number > 0"):
+        sweep.resources("badres")
+    (tmp_path / "badkey.yaml").write_text("extends: smoke\nsweep: {gpus: 1}\n")
+    with pytest.raises(sweep.GridError, match=r"profile badkey: sweep has unknown key\(s\) \['gpus'\]"):
+        sweep.resources("badkey")
 
 
 # --------------------------------------------------------------------------- execution
@@ -260,3 +358,131 @@ def test_kill_and_resume(tmp_path, data_root):
     s = sweep.run_sweep(grid, progress=False)  # finished: nothing runs
     assert (s["skipped"], s["done"], s["failed"], s["pending"]) == (total, 0, 0, 0)
     assert all((root / h / "executed.ipynb").stat().st_mtime_ns == m for h, m in finished.items())
+
+
+# --------------------------------------------------------------------------- command line
+def _tiny_grid(tmp_path: Path, extra: str = "", name: str = "cli", xs=(0, 2, 3)) -> Path:
+    nb = tiny_notebook(tmp_path / "tiny.ipynb")
+    return write(tmp_path, f"name: {name}\nprofile: smoke\nnotebook: {nb}\n"
+                 f"grid: {{X: {list(xs)}}}\n{extra}", name=f"{name}.yaml")
+
+
+def _executed(grid: Path) -> dict[int, int]:
+    """X -> mtime of its executed notebook, for the configurations that ran."""
+    return {r["params"]["X"]: (r["dir"] / "executed.ipynb").stat().st_mtime_ns
+            for r in sweep.status(grid) if (r["dir"] / "executed.ipynb").is_file()}
+
+
+def test_cli_limit_dry_run_and_status(tmp_path, capsys):
+    """--limit runs only N missing configurations (the others stay pending); --dry-run
+    lists what would run and what is done without running anything; --status shows
+    done / running / missing / failed, including a configuration whose lock another
+    process holds."""
+    from mdlib import locks
+    grid = _tiny_grid(tmp_path)
+    assert sweep.main([str(grid), "--limit", "1", "--json", "--no-progress"]) == 0
+    s = json.loads(capsys.readouterr().out.split("SUMMARY=", 1)[1])
+    assert (s["total"], s["done"], s["pending"], s["skipped"]) == (3, 1, 2, 0)
+    ran = _executed(grid)
+    assert list(ran) == [0]
+
+    assert sweep.main([str(grid), "--dry-run", "--limit", "1"]) == 0
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("  [")]
+    assert [ln[3:8] for ln in lines] == ["done ", "run  ", "later"]
+    assert sweep.main([str(grid), "--dry-run"]) == 0
+    assert [ln[3:8] for ln in capsys.readouterr().out.splitlines() if ln.startswith("  [")] == \
+        ["done ", "run  ", "run  "]
+    assert _executed(grid) == ran  # the dry runs executed nothing
+
+    rows = sweep.status(grid)
+    held = locks.try_lock(rows[1]["dir"] / ".lock", what="a test holding it")
+    (rows[2]["dir"]).mkdir(parents=True, exist_ok=True)
+    write_json = __import__("mdlib.io", fromlist=["write_json"]).write_json
+    write_json(rows[2]["dir"] / "FAILED", {"error": "x"})
+    try:
+        assert sweep.main([str(grid), "--status"]) == 0
+        out = capsys.readouterr().out.splitlines()
+        assert [ln.split()[0] for ln in out[:3]] == ["done", "running", "failed"]
+        assert f"by pid {os.getpid()}" in out[1] and "a test holding it" in out[1]
+        assert out[3] == "3 configurations: done=1, running=1, missing=0, failed=1"
+    finally:
+        held.release()
+    assert [r["state"] for r in sweep.status(grid)] == ["done", "missing", "failed"]
+    assert sweep.main([str(grid), "--json", "--no-progress"]) == 0  # the rest; the done one is kept
+    s = json.loads(capsys.readouterr().out.split("SUMMARY=", 1)[1])
+    assert (s["done"], s["skipped"], s["failed"], s["pending"]) == (2, 1, 0, 0)
+    assert _executed(grid)[0] == ran[0]
+    assert sweep.main([str(grid), "--backend", "local", "--address", "auto"]) == 2  # needs ray
+
+
+def _cli_args(grid: Path, *args: str) -> list[str]:
+    return [sys.executable, "-m", "mdlib.sweep", str(grid), "--json", "--no-progress", *args]
+
+
+def _cli_env(env: dict | None = None) -> dict:
+    return dict(os.environ, MDLIB_THREADS="1", OMP_NUM_THREADS="1", **(env or {}))
+
+
+def _cli(grid: Path, *args: str, env: dict | None = None) -> subprocess.Popen:
+    """The sweep command in its own session (a terminal's Ctrl-C reaches its process group)."""
+    return subprocess.Popen(_cli_args(grid, *args), cwd=REPO, env=_cli_env(env), start_new_session=True,
+                            text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def _wait_until(cond, timeout: float, what: str, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.time() + timeout
+    while not cond():
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"the sweep ended before {what}: {proc.stderr.read()[-3000:]}")
+        assert time.time() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def test_ctrl_c_exits_130_and_the_rerun_resumes(tmp_path):
+    """Ctrl-C (SIGINT to the sweep's process group, as a terminal sends it) while a
+    configuration runs: exit status 130, the interrupted configuration has no DONE (and
+    its lock is free again), the finished one keeps its DONE; the rerun exits 0 after
+    running only what is missing."""
+    from mdlib import locks
+    mark = tmp_path / "slept"
+    grid = _tiny_grid(tmp_path, extra=f"extra: [{{X: 5, SLEEP: 60, MARK: '{mark}'}}]\n", xs=(0,))
+    rows = sweep.status(grid)
+    slow = rows[-1]["dir"]
+    proc = _cli(grid, "--jobs", "1")
+    try:
+        _wait_until(mark.exists, 120, "the slow configuration started", proc)
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, err[-3000:]
+    assert "interrupted: rerun the same command to resume" in err
+    assert not (slow / "DONE").exists() and not locks.is_held(slow / ".lock")
+    states = [r["state"] for r in sweep.status(grid)]
+    assert states == ["done", "missing"]
+    before = _executed(grid)
+    r = subprocess.run(_cli_args(grid), cwd=REPO, env=_cli_env(), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-3000:]
+    s = json.loads(r.stdout.split("SUMMARY=", 1)[1])
+    assert (s["done"], s["skipped"], s["failed"]) == (1, 1, 0), (s, r.stderr[-3000:])
+    assert _executed(grid)[0] == before[0]
+
+
+def test_two_sweeps_at_once_run_each_configuration_once(tmp_path):
+    """Two local sweeps over the same grid started at the same moment: every
+    configuration is executed exactly once (by one of them; the other finds it locked,
+    tries again, and counts it done elsewhere); both exit 0."""
+    from mdlib import locks
+    log = tmp_path / "work.jsonl"
+    grid = _tiny_grid(tmp_path, extra="fixed: {SLEEP: 1}\n")
+    env = {"MDLIB_WORK_LOG": str(log)}
+    procs = [_cli(grid, "--jobs", "1", env=env) for _ in range(2)]
+    outs = [p.communicate(timeout=240) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [o[1][-2000:] for o in outs]
+    sums = [json.loads(o[0].split("SUMMARY=", 1)[1]) for o in outs]
+    assert sum(s["done"] for s in sums) == 3
+    assert all(s["done"] + s["elsewhere"] + s["skipped"] == 3 and s["failed"] == 0 for s in sums)
+    executed = [r["what"] for r in locks.read_work_log(log) if r["event"] == "execute"]
+    assert sorted(executed) == sorted(str(r["dir"]) for r in sweep.status(grid))  # each once
+    assert all(r["state"] == "done" for r in sweep.status(grid))

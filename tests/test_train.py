@@ -1,9 +1,12 @@
-"""Trainer: determinism, model selection, test isolation, checkpoints, metrics, the
-augmentation interface."""
+"""Trainer: determinism, model selection (the reported and tested weights are the selected
+epoch's), test isolation, checkpoints, the budget in optimizer steps, the augmentation
+interface. Metrics: tests/test_metrics.py; Fréchet distance: tests/test_fid.py."""
+import contextlib
+import math
+
 import numpy as np
 import pytest
 import torch
-from sklearn.metrics import roc_auc_score
 
 from mdlib import augment, data, metrics
 from mdlib.data import to_tensor
@@ -31,9 +34,39 @@ def test_deterministic_bit_for_bit(small):
     assert not np.array_equal(a.test_probs, c.test_probs)
 
 
+@contextlib.contextmanager
+def count_optimizer_steps():
+    """Counts every ``optimizer.step()`` while inside (torch's global step hook)."""
+    from torch.optim.optimizer import register_optimizer_step_post_hook
+    n = [0]
+    h = register_optimizer_step_post_hook(lambda opt, args, kwargs: n.__setitem__(0, n[0] + 1))
+    try:
+        yield n
+    finally:
+        h.remove()
+
+
 def test_selection_on_val_and_copy_of_best_weights(small):
     r = train_classifier(small, TrainConfig(**dict(CFG, epochs=3)), progress=False, keep_model=True)
-    assert r.best_epoch == int(r.history["val_auc"].idxmax()) + 1
+    h = r.history
+    assert r.best_epoch == int(h["val_auc"].idxmax()) + 1
+    # this configuration's best epoch is not the last one, so the checks below can tell the
+    # selected weights from the final ones
+    assert r.best_epoch < len(h) and h["val_auc"].iloc[-1] < h["val_auc"].max()
+    # the reported validation AUC is the best epoch's
+    assert r.val["auc"] == pytest.approx(h["val_auc"].max(), abs=1e-12)
+    # the kept weights are the selected ones: they reproduce the reported validation and
+    # test numbers, and the tested probabilities are theirs
+    from mdlib.models import build_model
+    from mdlib.train import predict_proba
+    m = build_model("small_cnn", small.channels, small.n_classes, small.size, **CFG["model_kwargs"])
+    m.load_state_dict(r.state_dict)
+    p_val = predict_proba(m, to_tensor(small.x("val")))
+    assert metrics.auc(small.y("val"), p_val) == pytest.approx(r.val["auc"], abs=1e-12)
+    p_test = predict_proba(m, to_tensor(small.x("test")))
+    np.testing.assert_array_equal(p_test, r.test_probs)
+    assert r.test == metrics.classification_metrics(small.y("test"), p_test, small.positive())
+    np.testing.assert_array_equal(r.test_labels, small.y("test"))
     # the kept state is a copy: changing the live model does not change it
     before = {k: v.clone() for k, v in r.state_dict.items()}
     with torch.no_grad():
@@ -76,26 +109,6 @@ def test_bad_train_config():
         TrainConfig(lr=0)
 
 
-def test_metrics_match_sklearn_and_ece():
-    rng = np.random.default_rng(0)
-    y = rng.integers(0, 2, 200)
-    p1 = np.clip(y * 0.6 + rng.random(200) * 0.4, 0, 1)
-    probs = np.stack([1 - p1, p1], 1)
-    m = metrics.classification_metrics(y, probs)
-    assert m["auc"] == pytest.approx(roc_auc_score(y, p1))
-    assert m["acc"] == pytest.approx(((p1 > 0.5) == y).mean())
-    # ECE: perfectly calibrated constant confidence 0.75 with 75 % accuracy -> 0
-    y2 = np.array([1] * 75 + [0] * 25)
-    pr = np.tile([0.25, 0.75], (100, 1))
-    assert metrics.expected_calibration_error(y2, pr) == pytest.approx(0.0)
-    # confident and always wrong -> ECE = confidence
-    assert metrics.expected_calibration_error(np.zeros(10, int), np.tile([0.1, 0.9], (10, 1))) \
-        == pytest.approx(0.9)
-    y5 = np.arange(100) % 5
-    p5 = rng.dirichlet(np.ones(5), 100)
-    assert metrics.auc(y5, p5) == pytest.approx(roc_auc_score(y5, p5, multi_class="ovr"))
-
-
 class _ConstantBank(augment.Augmentation):
     name = "test_bank"
 
@@ -116,21 +129,15 @@ def test_augmentation_interface(small):
     assert torch.allclose(ym.sum(1), torch.ones(16)) and xm.shape == x.shape
     with pytest.raises(ValueError, match="unknown augmentation"):
         augment.get("cutmagic")
-    # an offline bank plugs in; the step budget is unchanged
-    r1 = train_classifier(small, TrainConfig(**dict(CFG, epochs=1)), _ConstantBank(), progress=False)
-    r0 = train_classifier(small, TrainConfig(**dict(CFG, epochs=1)), progress=False)
-    assert len(r1.history) == len(r0.history) == 1
+    # an offline bank plugs in; the budget in optimizer steps is unchanged: epochs x
+    # ceil(n_real / batch), although the pool the batches come from is larger
+    cfg = TrainConfig(**dict(CFG, epochs=2))
+    with count_optimizer_steps() as n1:
+        r1 = train_classifier(small, cfg, _ConstantBank(), progress=False)
+    with count_optimizer_steps() as n0:
+        r0 = train_classifier(small, cfg, progress=False)
+    expected = 2 * math.ceil(len(small.y("train")) / CFG["batch_size"])
+    assert n1[0] == n0[0] == expected
     assert not np.array_equal(r1.test_probs, r0.test_probs)
-
-
-def test_frechet_distance():
-    from mdlib.diffusion.fid import frechet_distance
-    rng = np.random.default_rng(0)
-    a = rng.normal(size=(500, 4))
-    assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6)
-    # two Gaussians with identity covariance: FD = |mu1 - mu2|^2 (up to sampling noise)
-    b = rng.normal(size=(4000, 4)) + 2.0
-    c = rng.normal(size=(4000, 4))
-    assert frechet_distance(b, c) == pytest.approx(16.0, rel=0.05)
-    with pytest.raises(ValueError):
-        frechet_distance(a, a[:, :3])
+    # the cosine schedule spans exactly that budget: at its end the rate is 0
+    assert r1.history["lr"].iloc[-1] == pytest.approx(0.0, abs=1e-12)

@@ -43,6 +43,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from .. import locks
 from ..io import atomic_path, write_csv, write_json
 
 log = logging.getLogger(__name__)
@@ -190,11 +191,19 @@ class OfflineAugmentation(Augmentation):
             raise ValueError(f"{self.name}: needs at least 2 training images")
 
     def build_bank(self, ctx: BankContext) -> tuple[torch.Tensor, torch.Tensor]:
+        """The bank (see the class docstring), built under the bank directory's lock
+        (``bank_dir/.lock``, :mod:`mdlib.locks`): processes sharing a bank generate each
+        batch once; a process that waited loads the finished batches."""
         self.check_context(ctx)
         bank_dir = ctx.extras.get("bank_dir")
         if bank_dir is None and ctx.run_dir is not None:
             bank_dir = Path(ctx.run_dir) / "bank"
-        bank_dir = Path(bank_dir) if bank_dir is not None else None
+        if bank_dir is None:
+            return self._build_bank(ctx, None)
+        with locks.lock(Path(bank_dir) / ".lock", what=f"{self.name} bank {bank_dir}"):
+            return self._build_bank(ctx, Path(bank_dir))
+
+    def _build_bank(self, ctx: BankContext, bank_dir: Path | None) -> tuple[torch.Tensor, torch.Tensor]:
         if bank_dir is not None:
             bank_dir.mkdir(parents=True, exist_ok=True)
             write_json(bank_dir / "bank_config.json",
@@ -211,6 +220,7 @@ class OfflineAugmentation(Augmentation):
                 if got is None:
                     gen = torch.Generator().manual_seed(int(ctx.seed) * 1_000_003 + 7919 * (k + 1))
                     x, y, rec = self.generate(ctx, idx, gen, k)
+                    locks.note("create", f"bank part {f if f is not None else k}")
                     rec = rec.copy()
                     rec.insert(0, "bank_index", np.arange(len(idx)) + k * self.batch_size)
                     if f is not None:

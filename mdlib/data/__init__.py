@@ -7,11 +7,17 @@ before any work starts (``DataError`` names the file and what is wrong).
 * :mod:`.folders`: image folders + CSV (LC25000 lung, grouped split);
 * :mod:`.segmentation`: ``images/`` + ``masks/`` folder pairs, video-sequence groups and a
   seeded grouped split (CVC-ClinicDB).
+* :mod:`.sources`: where each dataset comes from, and :func:`require`, the check that
+  every dataset a profile needs is there (fetched and verified, or refused with a message
+  that says which files, from where, and where to put them) before any work starts.
 
-Imports only :mod:`mdlib.paths` and :mod:`mdlib.io`. Command line::
+Imports only :mod:`mdlib.paths` and :mod:`mdlib.io` (the command line also
+:mod:`mdlib.profiles`). Command line::
 
     python -m mdlib.data check FILE      # validate one .npz file, print a summary
     python -m mdlib.data list            # list the registry
+    python -m mdlib.data require --profile cpu [--grid studies/main_cpu.yaml ...]
+                                         # fetch / verify / refuse before a run
 """
 from __future__ import annotations
 
@@ -27,11 +33,12 @@ from .medmnist import (MEDMNIST, REFERENCE_V2_RESNET18_28, MedMNISTSpec, check_f
 from .segmentation import (CVC_CLINICDB_SEQUENCES, SegDataset, cvc_clinicdb, group_agreement,
                            load_segmentation_folder, published_sequences,
                            sequence_groups_by_similarity)
+from .sources import profile_datasets, require
 
 __all__ = ["SIZES", "SPLITS", "DataError", "ImageDataset", "md5sum", "subsample_per_class",
            "to_tensor", "validate_arrays", "FOLDERS", "FolderSpec", "grouped_split", "load_image_folder",
            "MEDMNIST", "REFERENCE_V2_RESNET18_28", "MedMNISTSpec", "check_file", "load_medmnist", "medmnist_path",
-           "dataset_names", "load_dataset", "spec",
+           "dataset_names", "load_dataset", "spec", "profile_datasets", "require",
            "CVC_CLINICDB_SEQUENCES", "SegDataset", "cvc_clinicdb", "group_agreement",
            "load_segmentation_folder", "published_sequences", "sequence_groups_by_similarity"]
 
@@ -55,7 +62,8 @@ def load_dataset(name: str, size: int = 28, root: str | os.PathLike | None = Non
         return load_image_folder(folder, f.csv, path_col=f.path_col, label_col=f.label_col,
                                  group_col=f.group_col, size=size, channels=f.channels,
                                  class_names=f.class_names, seed=seed, name=name,
-                                 modality=f.modality)
+                                 modality=f.modality, positive_class=f.positive_class,
+                                 split_version=f.split_version)
     raise DataError(f"unknown dataset '{name}'; known: {dataset_names()}")
 
 

@@ -6,6 +6,7 @@ labels as ``int64`` arrays of shape ``(N,)``.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 import os
@@ -37,6 +38,12 @@ class ImageDataset:
     splits: dict[str, tuple[np.ndarray, np.ndarray]]
     source: str = ""
     meta: dict = field(default_factory=dict)
+    #: the disease class of a binary task (precision / recall / F1 are reported for it;
+    #: e.g. 0 = malignant in BreastMNIST); None: label 1, or macro for multi-class tasks
+    positive_class: int | None = None
+    #: per split, the group of each image (e.g. the source tile of LC25000's rotated copies),
+    #: for resampling by group; None where images are independent
+    groups: dict[str, np.ndarray] | None = None
 
     def x(self, split: str) -> np.ndarray:
         return self.splits[split][0]
@@ -62,8 +69,19 @@ class ImageDataset:
         splits = dict(self.splits)
         splits["train"] = (x[idx], y[idx])
         meta = dict(self.meta, train_subset_size=int(len(idx)))
-        return ImageDataset(self.name, self.size, self.n_classes, self.channels, self.modality,
-                            self.class_names, splits, self.source, meta)
+        groups = None
+        if self.groups is not None:
+            groups = dict(self.groups)
+            groups["train"] = self.groups["train"][idx]
+        return dataclasses.replace(self, splits=splits, meta=meta, groups=groups)
+
+    def positive(self) -> int | None:
+        """The class whose precision / recall / F1 are reported: the registered disease
+        class of a binary task (label 1 when none is registered), None (macro averages)
+        for a multi-class task."""
+        if self.n_classes != 2:
+            return None
+        return 1 if self.positive_class is None else int(self.positive_class)
 
 
 def md5sum(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
@@ -125,6 +143,36 @@ def validate_arrays(arrays: dict[str, np.ndarray], source: str, n_classes: int |
                             f"but an earlier split has {shape_ref}")
         out[s] = (np.ascontiguousarray(x), y)
     return out
+
+
+def _ranges(values: Sequence[int]) -> str:
+    """``[2, 3, 4, 7]`` -> ``"2-4, 7"``."""
+    out, vals = [], sorted(int(v) for v in values)
+    i = 0
+    while i < len(vals):
+        j = i
+        while j + 1 < len(vals) and vals[j + 1] == vals[j] + 1:
+            j += 1
+        out.append(str(vals[i]) if i == j else f"{vals[i]}-{vals[j]}")
+        i = j + 1
+    return ", ".join(out)
+
+
+def contiguous_classes(labels: Sequence[np.ndarray], source: str) -> int:
+    """The class count ``K`` of labels whose classes are not known from a registry: the
+    labels of all splits together must be exactly ``0 .. K-1``. A label far above the
+    others would otherwise create classes without a single image (a K-way classifier with
+    empty outputs, undefined per-class metrics). Raises :class:`DataError` naming the
+    empty classes."""
+    present = np.unique(np.concatenate([np.asarray(y).reshape(-1) for y in labels]))
+    k = int(present.max()) + 1
+    if len(present) != k:
+        empty = sorted(set(range(k)) - set(present.tolist()))
+        raise DataError(f"{source}: labels {{{_ranges(present)}}} do not form a contiguous "
+                        f"range 0..{k - 1}: class(es) {_ranges(empty)} have no image in any "
+                        f"split. Relabel the {len(present)} classes present as "
+                        f"0..{len(present) - 1}")
+    return k
 
 
 def subsample_per_class(y: np.ndarray, fraction: float | None = None,

@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from .. import paths
-from .base import SPLITS, DataError, ImageDataset, md5sum, validate_arrays
+from .base import (SPLITS, DataError, ImageDataset, contiguous_classes, md5sum,
+                   validate_arrays)
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,7 @@ class MedMNISTSpec:
     # official label counts per split (identical at every image size), when known
     label_counts: dict[str, tuple[int, ...]] | None
     md5: dict[int, str]  # official md5 per image size
+    positive_class: int | None = None  # the disease class of a binary task
 
     def filename(self, size: int) -> str:
         return f"{self.flag}.npz" if size == 28 else f"{self.flag}_{size}.npz"
@@ -40,12 +42,14 @@ MEDMNIST: dict[str, MedMNISTSpec] = {
         "pneumoniamnist", "xray", 2, 1, ("normal", "pneumonia"), (4708, 524, 624),
         {"train": (1214, 3494), "val": (135, 389), "test": (234, 390)},
         {28: "28209eda62fecd6e6a2d98b1501bb15f", 64: "8f4eceb4ccffa70c672198ea285246c6",
-         128: "05b46931834c231683c68f40c47b2971", 224: "d6a3c71de1b945ea11211b03746c1fe1"}),
+         128: "05b46931834c231683c68f40c47b2971", 224: "d6a3c71de1b945ea11211b03746c1fe1"},
+        positive_class=1),
     "breastmnist": MedMNISTSpec(
         "breastmnist", "ultrasound", 2, 1, ("malignant", "normal_or_benign"), (546, 78, 156),
         {"train": (147, 399), "val": (21, 57), "test": (42, 114)},
         {28: "750601b1f35ba3300ea97c75c52ff8f6", 64: "742edef2a1fd1524b2efff4bd7ba9364",
-         128: "363e4b3f8d712e9b5de15470a2aaadf1", 224: "b56378a6eefa9fed602bb16d192d4c8b"}),
+         128: "363e4b3f8d712e9b5de15470a2aaadf1", 224: "b56378a6eefa9fed602bb16d192d4c8b"},
+        positive_class=0),  # label 0 = malignant, the disease class
     "retinamnist": MedMNISTSpec(
         "retinamnist", "fundus", 5, 3, ("grade0", "grade1", "grade2", "grade3", "grade4"),
         (1080, 120, 400),
@@ -115,8 +119,8 @@ def check_file(path: str | os.PathLike, verify: bool = True) -> ImageDataset:
     arrays = _read_npz(path)
     splits = validate_arrays(arrays, str(path), spec.n_classes if spec else None)
     x0 = splits["train"][0]
-    if spec is None:
-        n_classes = int(max(int(y.max()) for _, y in splits.values()) + 1)
+    if spec is None:  # classes not known from the registry: they must be 0..K-1
+        n_classes = contiguous_classes([y for _, y in splits.values()], str(path))
         return ImageDataset(path.stem, x0.shape[1], n_classes, x0.shape[-1], "unknown",
                             tuple(f"class{i}" for i in range(n_classes)), splits, str(path))
     if x0.shape[-1] != spec.channels:
@@ -129,7 +133,8 @@ def check_file(path: str | os.PathLike, verify: bool = True) -> ImageDataset:
     if verify:
         meta["md5_status"] = _verify_official(path, spec, size, splits)
     return ImageDataset(spec.flag, x0.shape[1], spec.n_classes, spec.channels, spec.modality,
-                        spec.class_names, splits, str(path), meta)
+                        spec.class_names, splits, str(path), meta,
+                        positive_class=spec.positive_class)
 
 
 def _verify_official(path: Path, spec: MedMNISTSpec, size: int | None,
@@ -172,7 +177,8 @@ def _download_medmnist(flag: str, size: int, target: Path) -> None:
         cls(split="train", download=True, size=size, root=str(target.parent))
     except Exception as e:  # no internet, package missing, server error
         raise DataError(f"{target}: file not found and the download with the medmnist package "
-                        f"failed ({type(e).__name__}: {e}). Put the file there, or point "
+                        f"(from Zenodo, https://zenodo.org/records/10519652) failed "
+                        f"({type(e).__name__}: {e}). Put the file there, or point "
                         "MDLIB_DATA_ROOT at a folder holding medmnist/<file>.npz") from e
     if not target.exists():
         raise DataError(f"{target}: medmnist download finished but the file is not there")

@@ -1,7 +1,8 @@
 """Classification metrics on the test split (scikit-learn), and calibration.
 
-Binary tasks: precision / recall / F1 of the positive class (label 1) and the AUC of its
-probability. Multi-class tasks: macro precision / recall / F1 and macro one-vs-rest AUC.
+Binary tasks: precision / recall / F1 of the positive class (``positive``: the disease
+class, e.g. malignant = label 0 in BreastMNIST; see ``ImageDataset.positive``) and the
+AUC (the same for either class). Multi-class tasks: macro precision / recall / F1 and macro one-vs-rest AUC.
 Expected calibration error (ECE): equal-width bins over the top-class confidence.
 """
 from __future__ import annotations
@@ -52,13 +53,20 @@ def expected_calibration_error(y: np.ndarray, probs: np.ndarray, n_bins: int = 1
     return float(np.sum(np.abs(acc_sum[nz] - conf_sum[nz])) / len(y))
 
 
-def classification_metrics(y: np.ndarray, probs: np.ndarray) -> dict[str, float]:
+def classification_metrics(y: np.ndarray, probs: np.ndarray, positive: int | None = 1
+                           ) -> dict[str, float]:
+    """ACC, precision / recall / F1 (binary: of class ``positive``; multi-class: macro),
+    AUC, ECE and the number of images."""
     y, probs = _check(y, probs)
     pred = probs.argmax(1)
     binary = probs.shape[1] == 2
     avg = "binary" if binary else "macro"
     kw = dict(average=avg, zero_division=0)
-    if not binary:
+    if binary:
+        if positive not in (0, 1):
+            raise ValueError(f"positive={positive!r}: a binary task's positive class is 0 or 1")
+        kw["pos_label"] = int(positive)
+    else:
         kw["labels"] = np.arange(probs.shape[1])
     return {
         "acc": float(accuracy_score(y, pred)),

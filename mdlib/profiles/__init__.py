@@ -7,6 +7,10 @@
 Notebooks take ``PROFILE`` from their ``parameters`` cell, whose default reads the
 ``MDLIB_PROFILE`` environment variable (nbval cannot inject parameters; papermill can).
 Every size, epoch count and step count in the study comes from the profile.
+
+More profiles can live outside the package: ``MDLIB_PROFILE_PATH`` lists folders (``:``
+separated) searched after this one for ``<name>.yaml`` (e.g. a test's shrunken
+``gpu_tiny.yaml`` with ``extends: gpu``); the kernels a sweep starts inherit it.
 """
 from __future__ import annotations
 
@@ -20,8 +24,20 @@ import yaml
 PROFILE_DIR = Path(__file__).resolve().parent
 
 
+def _dirs() -> list[Path]:
+    extra = [Path(d) for d in os.environ.get("MDLIB_PROFILE_PATH", "").split(os.pathsep) if d]
+    return [PROFILE_DIR] + extra
+
+
+def _path(name: str) -> Path | None:
+    for d in _dirs():
+        if (d / f"{name}.yaml").is_file():
+            return d / f"{name}.yaml"
+    return None
+
+
 def available() -> list[str]:
-    return sorted(p.stem for p in PROFILE_DIR.glob("*.yaml"))
+    return sorted({p.stem for d in _dirs() for p in d.glob("*.yaml")})
 
 
 def default_name() -> str:
@@ -37,9 +53,11 @@ def default_name() -> str:
 
 
 def _merge(base: dict, over: dict) -> dict:
+    """``base`` updated by ``over``, mappings merged key by key; an empty mapping in
+    ``over`` replaces (``model_kwargs: {}`` clears the parent's kwargs of another model)."""
     out = copy.deepcopy(base)
     for k, v in over.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and v and isinstance(out.get(k), dict) else v
     return out
 
 
@@ -47,9 +65,10 @@ def load(name: str | None = None, overrides: dict | None = None) -> dict[str, An
     """Load a profile by name (``extends:`` another profile is allowed), apply
     ``overrides`` (nested dict), and return the resolved dict."""
     name = name or default_name()
-    path = PROFILE_DIR / f"{name}.yaml"
-    if not path.is_file():
-        raise ValueError(f"unknown profile '{name}' (no {path}); available: {available()}")
+    path = _path(name)
+    if path is None:
+        raise ValueError(f"unknown profile '{name}' (no {name}.yaml in {[str(d) for d in _dirs()]}); "
+                         f"available: {available()}")
     with open(path) as f:
         prof = yaml.safe_load(f) or {}
     parent = prof.pop("extends", None)

@@ -3,12 +3,15 @@
 ``figures/<profile>/``; :func:`render` joins them and :func:`update_readme` replaces the
 text between ``<!-- results:start -->`` and ``<!-- results:end -->`` in README.md.
 
-The command that does it for every study is ``python -m mdlib.studies.report``.
+The command that does it for every study is ``python -m mdlib.studies.report``: exit
+status 0 when the section was printed or written, 1 (with ``ERROR ...`` on stderr) when
+README.md or its markers are missing, repeated or out of order, 2 for bad arguments.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -50,11 +53,20 @@ def render(sections: Sequence[Section], profile: str, wall_s: float | None = Non
 
 
 def update_readme(text: str, readme: Path | None = None) -> None:
+    """Replace what lies between the markers (each exactly once, START first) by ``text``;
+    anything else raises ``ValueError`` naming the file and leaves it untouched."""
     readme = readme or paths.REPO_ROOT / "README.md"
+    if not readme.is_file():
+        raise FileNotFoundError(f"{readme}: not found")
     body = readme.read_text()
     if START not in body or END not in body:
         raise ValueError(f"{readme}: markers {START} / {END} not found")
+    if body.count(START) != 1 or body.count(END) != 1:
+        raise ValueError(f"{readme}: markers {START} / {END} must each occur once (found "
+                         f"{body.count(START)} / {body.count(END)})")
     a, b = body.index(START) + len(START), body.index(END)
+    if b < a:
+        raise ValueError(f"{readme}: marker {END} comes before {START}: wrong order")
     write_text(readme, body[:a] + "\n" + text + body[b:])
 
 
@@ -70,6 +82,10 @@ def main(sections: Sequence[Section], argv=None, prog: str = "python -m mdlib.st
     elif a.profile == "smoke":
         print("smoke profile: README.md left unchanged\n" + text)
     else:
-        update_readme(text)
+        try:
+            update_readme(text)
+        except (ValueError, FileNotFoundError) as e:
+            print(f"ERROR {e}", file=sys.stderr)
+            return 1
         print(f"README.md results section rewritten from figures/{a.profile}/")
     return 0

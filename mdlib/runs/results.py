@@ -11,10 +11,14 @@ model, seed, limited-data regime, and ``val_*`` / ``test_*`` metrics;
 Statistics:
 
 * :func:`mean_std_ci`: mean, standard deviation and a 95% t-interval over seeds;
-* :func:`paired_seed_test`: paired t-test over seeds (runs matched by seed);
-* :func:`paired_bootstrap`: paired bootstrap over test images of the difference in
-  accuracy of the seed-averaged per-image correctness (the same test images for both
-  methods), with a 95% interval and a two-sided p-value; vectorised.
+* :func:`paired_seed_test`: paired t-test over seeds (runs matched by seed; NaN where the
+  p-value is undefined);
+* :func:`min_detectable_difference`: the smallest difference the seeds could detect;
+* :func:`paired_bootstrap`: paired bootstrap over test images (or over groups of images,
+  a cluster bootstrap) of the difference in accuracy of the seed-averaged per-image
+  correctness, with a 95% interval and a two-sided p-value; vectorised;
+* :func:`holm`: Holm-Bonferroni adjustment within a declared family;
+* :func:`compare_methods`: all of it for methods against a reference, on matched seeds.
 """
 from __future__ import annotations
 
@@ -99,18 +103,45 @@ def fmt_mean_std(mean: float, std: float, digits: int = 3) -> str:
 
 
 def paired_seed_test(a: pd.DataFrame, b: pd.DataFrame, metric: str = "test_acc") -> dict:
-    """Paired t-test of ``metric`` between runs of two methods matched by seed."""
+    """Paired t-test of ``metric`` between runs of two methods matched by seed (only the
+    seeds both have). Returns the number of pairs, the mean difference ``a - b``, the
+    standard deviation of the paired differences, the 95% t-interval half-width and the
+    p-value. The p-value is NaN when it is undefined: fewer than two pairs, or
+    differences without spread (all equal, e.g. identical runs), where a t statistic does
+    not exist (it is not 0 or 1)."""
     from scipy import stats
     m = a[["seed", metric]].merge(b[["seed", metric]], on="seed", suffixes=("_a", "_b"))
     d = (m[f"{metric}_a"] - m[f"{metric}_b"]).to_numpy(float)
-    if len(d) < 2:
-        return {"n_pairs": len(d), "diff": float(d.mean()) if len(d) else math.nan,
-                "t_p": math.nan}
-    if np.allclose(d, d[0]):
-        p = 1.0 if d[0] == 0 else 0.0
-    else:
-        p = float(stats.ttest_rel(m[f"{metric}_a"], m[f"{metric}_b"]).pvalue)
-    return {"n_pairs": len(d), "diff": float(d.mean()), "t_p": p}
+    s = mean_std_ci(d)
+    out = {"n_pairs": len(d), "diff": s["mean"], "sd_diff": s["std"], "diff_ci95": s["ci95"],
+           "t_p": math.nan}
+    if len(d) >= 2 and np.isfinite(s["std"]) and s["std"] > 0:
+        out["t_p"] = float(stats.ttest_1samp(d, 0.0).pvalue)
+    return out
+
+
+def min_detectable_difference(sd_diff: float, n: int, alpha: float = 0.05, power: float = 0.8
+                              ) -> float:
+    """The smallest mean paired difference a two-sided paired t-test over ``n`` pairs
+    detects with probability ``power`` at level ``alpha``, given the standard deviation of
+    the paired differences ``sd_diff`` (exact, from the noncentral t distribution). NaN
+    when ``n < 2`` or ``sd_diff`` is not a positive number."""
+    from scipy import optimize, stats
+    if n < 2 or not (np.isfinite(sd_diff) and sd_diff > 0):
+        return math.nan
+    df = n - 1
+    tc = stats.t.ppf(1 - alpha / 2, df)
+
+    def pw(d):  # power at standardised effect d = delta / sd_diff (the far tail is ~0)
+        nc = d * math.sqrt(n)
+        lower = stats.nct.cdf(-tc, df, nc)
+        return stats.nct.sf(tc, df, nc) + (lower if np.isfinite(lower) else 0.0)
+
+    hi = 1.0
+    while pw(hi) < power:  # bracket the root
+        hi *= 2
+    d = optimize.brentq(lambda x: pw(x) - power, 1e-9, hi)
+    return float(d * sd_diff)
 
 
 def test_predictions(run_dir) -> tuple[np.ndarray, np.ndarray]:
@@ -131,25 +162,42 @@ def per_image_correct(run_dirs) -> np.ndarray:
     return acc / len(run_dirs)
 
 
-def paired_bootstrap(ca: np.ndarray, cb: np.ndarray, n_boot: int = 10000, seed: int = 0) -> dict:
+def paired_bootstrap(ca: np.ndarray, cb: np.ndarray, n_boot: int = 10000, seed: int = 0,
+                     groups=None) -> dict:
     """Paired bootstrap over test images of ``mean(ca) - mean(cb)`` (per-image correctness,
     e.g. seed-averaged): the difference, its 95% percentile interval and a two-sided
-    p-value (twice the smaller tail share of resampled differences beyond 0)."""
+    p-value (twice the smaller tail share of resampled differences beyond 0).
+
+    ``groups`` (one label per image, e.g. LC25000's source tile of each rotated copy): a
+    **cluster bootstrap**, resampling whole groups with replacement (the statistic of a
+    replicate is the mean difference over all images of the drawn groups), because images
+    of one group are not independent. Without groups every image is its own group.
+    Vectorised in chunks."""
     ca, cb = np.asarray(ca, float), np.asarray(cb, float)
     if ca.shape != cb.shape:
         raise ValueError(f"paired_bootstrap: {ca.shape} vs {cb.shape}: not the same test images")
     d = ca - cb
+    if groups is None:
+        sums, counts = d, np.ones_like(d)
+    else:
+        groups = np.asarray(groups)
+        if groups.shape != d.shape:
+            raise ValueError(f"paired_bootstrap: {len(groups)} group labels for {len(d)} images")
+        _, inv = np.unique(groups, return_inverse=True)
+        sums = np.bincount(inv, weights=d)
+        counts = np.bincount(inv).astype(float)
     rng = np.random.default_rng(seed)
-    n = len(d)
+    k = len(sums)
     means = np.empty(n_boot)
-    step = max(1, 2_000_000 // max(n, 1))
+    step = max(1, 2_000_000 // max(k, 1))
     for i in range(0, n_boot, step):  # chunks keep memory bounded
-        k = min(step, n_boot - i)
-        means[i:i + k] = d[rng.integers(0, n, (k, n))].mean(1)
+        m = min(step, n_boot - i)
+        pick = rng.integers(0, k, (m, k))
+        means[i:i + m] = sums[pick].sum(1) / counts[pick].sum(1)
     lo, hi = np.percentile(means, [2.5, 97.5])
     p = 2 * min((means <= 0).mean(), (means >= 0).mean())
     return {"diff": float(d.mean()), "boot_lo": float(lo), "boot_hi": float(hi),
-            "boot_p": float(min(1.0, p))}
+            "boot_p": float(min(1.0, p)), "n_units": int(k)}
 
 
 def holm(pvalues) -> np.ndarray:
@@ -157,7 +205,7 @@ def holm(pvalues) -> np.ndarray:
     p = np.asarray(pvalues, float)
     out = np.full_like(p, np.nan)
     ok = np.flatnonzero(np.isfinite(p))
-    order = ok[np.argsort(p[ok])]
+    order = ok[np.argsort(p[ok], kind="stable")]
     m = len(order)
     run = 0.0
     for i, j in enumerate(order):
@@ -167,34 +215,45 @@ def holm(pvalues) -> np.ndarray:
 
 
 def compare_methods(df: pd.DataFrame, reference: str, metric: str = "test_acc",
-                    by=("dataset", "model")) -> pd.DataFrame:
-    """Every method against ``reference`` (e.g. "no_aug") per group: mean difference,
-    paired t-test over seeds, paired bootstrap over test images (seed-averaged per-image
-    correctness), Holm-adjusted p-values within each group."""
+                    by=("dataset", "image_size", "model"), methods=None, groups: dict | None = None,
+                    n_boot: int = 10000) -> pd.DataFrame:
+    """``methods`` (default: every other method) against ``reference`` per group of ``by``,
+    on **matched seeds** (each comparison uses only the seeds both methods have; ``n_pairs``
+    says how many): the mean difference over seeds with its 95% t-interval, the paired
+    t-test p-value, the smallest difference those seeds could detect (80% power, from the
+    observed spread of the paired differences, :func:`min_detectable_difference`), and a
+    paired bootstrap over test images of the seed-averaged per-image correctness of the
+    same seeds (its difference equals the seed-mean difference; ``groups``: dataset ->
+    test-image group labels for a cluster bootstrap, e.g. LC25000). No multiplicity
+    adjustment here: the caller declares the families (:func:`holm`)."""
     rows = []
-    for key, g in df.groupby(list(by), sort=False):
+    by = [c for c in by if c in df.columns]
+    for key, g in df.groupby(by, sort=False):
         ref = g[g.method == reference]
         if ref.empty:
             continue
-        c_ref = per_image_correct(ref["run_dir"])
-        grp = []
         for m, gm in g.groupby("method", sort=False):
-            if m == reference:
+            if m == reference or (methods is not None and m not in methods):
                 continue
+            seeds = sorted(set(gm.seed) & set(ref.seed))
+            if not seeds:
+                continue
+            a, b = gm[gm.seed.isin(seeds)], ref[ref.seed.isin(seeds)]
             r = dict(zip(by, key if isinstance(key, tuple) else (key,)))
             r.update({"method": m, "reference": reference})
-            t = paired_seed_test(gm, ref, metric)
-            r.update({"diff": t["diff"], "n_pairs": t["n_pairs"], "t_p": t["t_p"]})
-            b = paired_bootstrap(per_image_correct(gm["run_dir"]), c_ref)
-            r.update({"img_diff": b["diff"], "img_lo": b["boot_lo"], "img_hi": b["boot_hi"],
-                      "boot_p": b["boot_p"]})
-            grp.append(r)
-        if grp:
-            t = pd.DataFrame(grp)
-            t["t_p_holm"] = holm(t["t_p"])
-            t["boot_p_holm"] = holm(t["boot_p"])
-            rows.append(t)
-    return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
+            t = paired_seed_test(a, b, metric)
+            r.update({"n_pairs": t["n_pairs"], "diff": t["diff"], "diff_ci95": t["diff_ci95"],
+                      "sd_diff": t["sd_diff"], "t_p": t["t_p"],
+                      "mde_80": min_detectable_difference(t["sd_diff"], t["n_pairs"])})
+            grp = (groups or {}).get(r.get("dataset"))
+            bs = paired_bootstrap(per_image_correct(a.sort_values("seed")["run_dir"]),
+                                  per_image_correct(b.sort_values("seed")["run_dir"]),
+                                  n_boot=n_boot, groups=grp)
+            r.update({"img_diff": bs["diff"], "img_lo": bs["boot_lo"], "img_hi": bs["boot_hi"],
+                      "boot_p": bs["boot_p"], "boot_units": bs["n_units"],
+                      "bootstrap": "cluster" if grp is not None else "image"})
+            rows.append(r)
+    return pd.DataFrame(rows)
 
 
 # --------------------------------------------------------------------------- timing
@@ -208,7 +267,7 @@ def timing(profile: str, root: str | Path | None = None) -> pd.DataFrame:
     from datetime import datetime, timedelta
     base = Path(root or paths.runs_root())
     parts = [(f"sweep {d.name}", sorted(d.glob("*/DONE"))) for d in sorted((base / "sweeps" / profile).glob("*"))]
-    parts += [(task, sorted((base / task / profile).glob("*/DONE"))) for task in ("diffusion", "guidance")]
+    parts += [(task, sorted((base / task / profile).glob("*/DONE"))) for task in ("diffusion", "guidance", "judge")]
     rows = []
     for name, files in parts:
         if not files:

@@ -5,6 +5,11 @@ A run directory holds the resolved configuration (``config.json``), the environm
 (tidy CSV metrics, checkpoints), and, written last, a ``DONE`` marker. Every write is
 atomic (temporary file, then rename), so a killed run leaves no file half-written and
 nothing that looks finished: rerunning it redoes only what has no ``DONE``.
+
+Processes (and machines sharing the runs root) that need the same run create it once:
+:func:`run_once` and :meth:`Run.claim` hold the run's lock (``<run dir>/.lock``,
+:mod:`mdlib.locks`) while creating it; a process that finds it locked waits, then finds
+it done. A crashed holder's lock is released by the kernel (see :mod:`mdlib.locks`).
 """
 from __future__ import annotations
 
@@ -15,11 +20,12 @@ import platform
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable
 
-from .. import paths
+from .. import locks, paths
 from ..io import jsonable, write_csv, write_json
 
 _PACKAGES = ("numpy", "pandas", "scikit-learn", "torch", "torchvision", "timm", "diffusers",
@@ -80,6 +86,26 @@ class Run:
     def path(self, name: str) -> Path:
         return self.dir / name
 
+    def lock(self, timeout: float | None = None):
+        """Context manager holding this run's lock (other processes wait)."""
+        return locks.lock(self.dir / ".lock", what=f"run {self.task}/{self.profile}/{self.hash}",
+                          timeout=timeout)
+
+    @contextmanager
+    def claim(self):
+        """``with run.claim() as todo:``: ``todo`` is False when the run is done (no lock
+        taken); else the run's lock is held for the block and ``todo`` tells whether it
+        is still not done (another process may have finished it while this one waited).
+        A process that creates the run inside the block is recorded in the work log."""
+        if self.done:
+            yield False
+            return
+        with self.lock():
+            todo = not self.done
+            if todo:
+                locks.note("create", f"{self.task}/{self.profile}/{self.hash}", dir=str(self.dir))
+            yield todo
+
     def start(self) -> "Run":
         self.dir.mkdir(parents=True, exist_ok=True)
         write_json(self.path("config.json"), {"task": self.task, "profile": self.profile,
@@ -114,9 +140,9 @@ def run_once(task: str, profile: str, config: dict, fn: Callable[[Run], dict | N
     """Run ``fn(run)`` unless this configuration already finished; return the run.
     ``fn``'s returned dict (if any) is stored in the ``DONE`` marker."""
     run = Run(task, profile, config, root)
-    if run.done:
-        return run
-    run.start()
-    info = fn(run) or {}
-    run.finish(**info)
+    with run.claim() as todo:  # one process creates it; the others wait and find it done
+        if todo:
+            run.start()
+            info = fn(run) or {}
+            run.finish(**info)
     return run

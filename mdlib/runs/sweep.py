@@ -48,23 +48,50 @@ failed) is run again, so a killed sweep resumes with only what is missing. If th
 printed a line ``RUN_DIR=<path>`` (notebook 06 does), the path is recorded in ``DONE`` and
 the executed notebook is copied there as ``executed.ipynb`` (unless one already is).
 
+Sweeps that run at the same time (two commands, two machines, any backend) share the
+runs root safely: a configuration is executed under its directory's lock
+(``<config hash>/.lock``, :mod:`mdlib.locks`), so a configuration that another sweep is
+running is tried again later and, once that sweep has finished it, counted as done
+elsewhere; inside the notebook every shared resource (run directories, banks) is created
+under its own lock, so nothing is trained twice (:mod:`mdlib.runs.store`).
+
 Command line::
 
     python -m mdlib.sweep studies/main_cpu.yaml [--profile P] [--jobs N] [--limit N]
-                                                [--threads T] [--dry-run | --status]
+                          [--threads T] [--backend local|ray] [--address A]
+                          [--dry-run | --status]
 
-``--jobs N`` executes N configurations at once, each kernel with ``T`` torch / OpenMP
-threads (``--threads``, else ``MDLIB_THREADS``, else ``max(1, cpus // N)``), exported as
-``OMP_NUM_THREADS`` and ``MDLIB_THREADS``. Configurations that would create the same
-shared resource (:func:`shared_keys`: an offline method's guidance classifier / diffusion
-model / bank) do not start together until one of them has finished. ``--limit N`` runs
-at most N of the missing configurations. ``--dry-run`` lists the configurations and what
-would run; ``--status`` lists done / missing / failed. A failing configuration is
-reported (papermill's error and the path of the partially executed notebook) and the
-others go on; the exit status is 1 if any failed, 2 for a refused grid, 130 after Ctrl-C
-(which stops the running notebooks; rerun the command to resume).
+Backends:
 
-Python: :func:`load_grid`, :func:`expand`, :func:`run_sweep`, :func:`status`.
+``local`` (default, needs no Ray): ``--jobs N`` executes N configurations at once in
+    worker processes, each kernel with ``T`` torch / OpenMP threads (``--threads``, else
+    ``MDLIB_THREADS``, else ``max(1, cpus // N)``), exported as ``OMP_NUM_THREADS`` and
+    ``MDLIB_THREADS``.
+``ray`` (``pip install "mdlib[ray]"``): each configuration is one Ray task (the same
+    papermill execution) that asks for the profile's ``sweep`` resources per configuration
+    (``num_cpus``, ``num_gpus``, ``memory_gb``; :func:`resources`); its kernel gets
+    ``num_cpus`` threads and the GPU(s) Ray assigns (``CUDA_VISIBLE_DEVICES``). Without
+    ``--address`` a local Ray instance is started (``--ray-cpus``, ``--object-store-mb``)
+    and stopped at the end; ``--address auto`` / ``host:6379`` / ``ray://host:10001`` joins
+    a running cluster (whose nodes must see the repository, the data root and the runs
+    root at the same paths, e.g. a shared filesystem). At most as many configurations are
+    in flight as the cluster can hold (and ``--jobs`` if given). See
+    :mod:`mdlib.runs.ray_backend`.
+
+Configurations that would create the same shared resource (:func:`shared_keys`: an
+offline method's guidance classifier / diffusion model / bank) do not start together
+until one of them has finished: the locks would make the second wait anyway, and this
+keeps its worker (or GPU) free for other work meanwhile. ``--limit N`` runs at most N of
+the missing configurations. ``--dry-run`` lists the configurations and what would run;
+``--status`` lists done / running / missing / failed (the same files whichever backend
+wrote them; ``running``: its lock is held by a live sweep). One progress bar counts the
+configurations, with running / done / failed. A failing configuration is reported
+(papermill's error and the path of its partially executed notebook) and the others go
+on; the exit status is 0 when every configuration ran, 1 if any failed, 2 for a refused
+grid (or resources no node can give), 130 after Ctrl-C (which stops the running
+notebooks; rerun the command to resume).
+
+Python: :func:`load_grid`, :func:`expand`, :func:`run_sweep`, :func:`status`, :func:`resources`.
 """
 from __future__ import annotations
 
@@ -318,8 +345,11 @@ def _profile(grid: Grid, profile: str | None) -> str:
 
 
 def status(path: str | os.PathLike, profile: str | None = None) -> list[dict]:
-    """One row per configuration: ``hash``, ``state`` (done / failed / missing), ``dir``,
-    ``params`` (and ``run_dir`` where done)."""
+    """One row per configuration: ``hash``, ``state`` (done / running / failed / missing),
+    ``dir``, ``params`` (and ``run_dir`` where done, ``holder`` where running). The
+    same files whichever backend (or machine) wrote them; ``running`` means a sweep holds
+    the configuration's lock now."""
+    from .. import locks
     grid = load_grid(path, profile)
     prof = _profile(grid, profile)
     root = sweep_dir(grid, prof)
@@ -334,10 +364,38 @@ def status(path: str | os.PathLike, profile: str | None = None) -> list[dict]:
                 row["run_dir"] = json.loads((d / "DONE").read_text()).get("run_dir")
             except (OSError, ValueError):
                 pass
+        elif locks.is_held(d / ".lock"):
+            row["state"] = "running"
+            row["holder"] = locks.holder(d / ".lock")
         else:
             row["state"] = "failed" if (d / "FAILED").is_file() else "missing"
         rows.append(row)
     return rows
+
+
+#: keys of a profile's ``sweep`` section, with their defaults
+SWEEP_RESOURCES = {"num_cpus": 1, "num_gpus": 0, "memory_gb": 2}
+
+
+def resources(profile: str) -> dict:
+    """What one configuration asks of the Ray backend: the profile's ``sweep`` section
+    (``num_cpus`` > 0, ``num_gpus`` >= 0, fractions allowed, ``memory_gb`` > 0), with
+    :data:`SWEEP_RESOURCES` for missing keys. Raises :class:`GridError` naming the
+    profile for a bad value."""
+    from .. import profiles
+    prof = profiles.load(profile)
+    sec = dict(SWEEP_RESOURCES)
+    if prof.get("sweep"):
+        try:
+            sec.update(profiles.checked_section(prof, "sweep", SWEEP_RESOURCES))
+        except ValueError as e:
+            raise GridError(str(e)) from None
+    for k, v in sec.items():
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and (v >= 0 if k == "num_gpus" else v > 0)
+        if not ok:
+            raise GridError(f"profile {profile}: sweep.{k}={v!r} must be a number "
+                            f"{'>= 0' if k == 'num_gpus' else '> 0'}")
+    return sec
 
 
 # --------------------------------------------------------------------------- execution
@@ -349,13 +407,17 @@ def _default_threads(jobs: int) -> int:
     return max(1, cpus // max(1, jobs))
 
 
+def set_threads(threads: int) -> None:
+    """Export the thread count that the kernel started next inherits (notebook 06 reads
+    ``MDLIB_THREADS`` and sets torch's threads from it)."""
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "MDLIB_THREADS"):
+        os.environ[var] = str(threads)
+
+
 def _worker_init(threads: int) -> None:
     # Ctrl-C is handled by the parent, which stops the workers (and so their kernels)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # inherited by the kernel papermill starts
-    os.environ["OMP_NUM_THREADS"] = str(threads)
-    os.environ["MKL_NUM_THREADS"] = str(threads)
-    os.environ["MDLIB_THREADS"] = str(threads)
+    set_threads(threads)  # inherited by the kernel papermill starts
 
 
 def _stream_text(nb) -> str:
@@ -367,14 +429,41 @@ def _stream_text(nb) -> str:
     return "".join(out)
 
 
-def execute_one(notebook: str, out_dir: str, params: dict, cwd: str | None = None) -> dict:
-    """Execute ``notebook`` with ``params`` into ``out_dir/executed.ipynb``; write
-    ``DONE`` (last) on success, ``FAILED`` on failure. Returns a result dict (never raises
-    for a notebook error)."""
-    import nbformat
-    import papermill as pm
+def execute_one(notebook: str, out_dir: str, params: dict, cwd: str | None = None,
+                threads: int | None = None) -> dict:
+    """Execute ``notebook`` with ``params`` into ``out_dir/executed.ipynb`` under the
+    configuration's lock (the kernel with ``threads`` threads, :func:`set_threads`, when
+    given); write ``DONE`` (last) on success, ``FAILED`` on failure.
+    Returns a result dict and never raises for a notebook error: ``ok`` (bool), and
+    ``busy`` (another sweep holds the lock: nothing was done) or ``elsewhere`` (another
+    sweep finished it while this one waited)."""
+    from .. import locks
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    held = locks.try_lock(out_dir / ".lock", what=f"sweep configuration {out_dir.name}")
+    if held is None:
+        return {"ok": False, "busy": True, "holder": locks.holder(out_dir / ".lock"),
+                "notebook": str(out_dir / "executed.ipynb")}
+    try:
+        if (out_dir / "DONE").is_file():
+            try:
+                info = json.loads((out_dir / "DONE").read_text())
+            except (OSError, ValueError):
+                info = {}
+            return {**info, "ok": True, "elsewhere": True, "notebook": str(out_dir / "executed.ipynb")}
+        locks.note("execute", str(out_dir))
+        if threads is not None:
+            set_threads(threads)
+        return _execute(notebook, out_dir, params, cwd)
+    finally:
+        held.release()
+
+
+def _execute(notebook: str, out_dir: Path, params: dict, cwd: str | None) -> dict:
+    import socket
+
+    import nbformat
+    import papermill as pm
     for stale in ("DONE", "FAILED"):
         (out_dir / stale).unlink(missing_ok=True)
     write_json(out_dir / "params.json", params)
@@ -396,6 +485,7 @@ def execute_one(notebook: str, out_dir: str, params: dict, cwd: str | None = Non
         else:
             msg = "".join(traceback.format_exception_only(type(e), e)).strip()
         info = {"error": msg, "notebook": str(executed), "wall_s": time.time() - t0,
+                "host": socket.gethostname(), "pid": os.getpid(),
                 "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "params": params}
         write_json(out_dir / "FAILED", info)
         return {"ok": False, **info}
@@ -405,6 +495,8 @@ def execute_one(notebook: str, out_dir: str, params: dict, cwd: str | None = Non
         os.close(saved)
     info = {"params": params, "notebook": str(executed), "wall_s": time.time() - t0,
             "threads": os.environ.get("MDLIB_THREADS"), "run_dir": None,
+            "host": socket.gethostname(), "pid": os.getpid(),
+            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
     try:
         found = _RUN_DIR.findall(_stream_text(nbformat.read(str(executed), as_version=4)))
@@ -426,8 +518,8 @@ def shared_keys(grid: Grid, params: dict, profile: str) -> list[str]:
     """Resources that several configurations use and the first one creates (for notebook
     06: an offline method's guidance classifier, diffusion model and bank), from the
     grid's hooks. Two configurations sharing a key never start together until one of them
-    has finished, so that no resource is trained twice at once into the same run
-    directory. Empty without hooks."""
+    has finished: the resource locks would make the second one wait idle (holding its
+    worker, or its GPU on Ray) while the first trains the resource. Empty without hooks."""
     fn = getattr(load_hooks(grid), "shared_keys", None)
     return list(fn({**grid.notebook_params, **params}, profile)) if fn else []
 
@@ -438,34 +530,91 @@ def _progress(total: int, initial: int, enabled: bool):
                 file=sys.stderr, dynamic_ncols=True)
 
 
-def run_sweep(path: str | os.PathLike, profile: str | None = None, jobs: int = 1,
+class LocalPool:
+    """``--backend local``: configurations executed by spawned worker processes."""
+    poll_s = None  # the set of workers does not change: wait for a result without polling
+
+    def __init__(self, workers: int, threads: int):
+        self.workers, self.threads = workers, threads
+        self.pool = ProcessPoolExecutor(max_workers=workers,
+                                        mp_context=multiprocessing.get_context("spawn"),
+                                        initializer=_worker_init, initargs=(threads,))
+
+    def capacity(self) -> int:
+        return self.workers
+
+    def submit(self, notebook: str, out_dir: str, params: dict, cwd: str):
+        return self.pool.submit(execute_one, notebook, out_dir, params, cwd)
+
+    def wait(self, handles: list, timeout: float | None) -> list:
+        done, _ = wait(handles, timeout=timeout, return_when=FIRST_COMPLETED)
+        return list(done)
+
+    def result(self, handle) -> dict:
+        try:
+            return handle.result()
+        except BrokenProcessPool as e:
+            return {"ok": False, "error": f"worker process died: {e}"}
+        except Exception as e:  # noqa: BLE001
+            return {"ok": False, "error": repr(e)}
+
+    def stop(self) -> None:
+        """Ctrl-C: stop the workers; their kernels exit with them (ipykernel's parent
+        poller); nothing unfinished has DONE, so a rerun resumes."""
+        for proc in list((getattr(self.pool, "_processes", None) or {}).values()):
+            proc.terminate()
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+    def close(self) -> None:
+        self.pool.shutdown()
+
+
+def run_sweep(path: str | os.PathLike, profile: str | None = None, jobs: int | None = None,
               limit: int | None = None, threads: int | None = None, dry_run: bool = False,
-              progress: bool = True, log=print) -> dict:
+              progress: bool = True, log=print, backend: str = "local",
+              address: str | None = None, ray_init: dict | None = None,
+              retry_busy_s: float = 2.0) -> dict:
     """Execute every configuration of the grid at ``path`` that has no ``DONE`` yet.
 
-    Returns ``{"total", "skipped", "done", "failed", "pending", "failures", "sweep_dir"}``:
-    ``skipped`` were already done, ``done`` / ``failed`` ran now, ``pending`` were left
-    out by ``limit`` (or ``dry_run``); ``failures`` lists ``{hash, params, error,
+    ``backend``: ``"local"`` (``jobs`` worker processes, default 1, with ``threads``
+    each) or ``"ray"`` (``address``: None starts a local Ray instance with ``ray_init``
+    options, e.g. ``{"num_cpus": 2, "object_store_memory": 100 << 20}``; or joins the
+    cluster at ``address``; ``jobs``, if given, caps the configurations in flight).
+    A configuration that another sweep is executing is tried again every
+    ``retry_busy_s`` seconds.
+
+    Returns ``{"total", "skipped", "done", "elsewhere", "failed", "pending", "failures",
+    "sweep_dir", "backend"}``: ``skipped`` were already done, ``done`` / ``failed`` ran
+    now, ``elsewhere`` were finished meanwhile by another sweep, ``pending`` were left out
+    by ``limit`` (or ``dry_run``); ``failures`` lists ``{hash, params, error,
     notebook}``."""
+    if backend not in ("local", "ray"):
+        raise GridError(f"unknown backend '{backend}' (local | ray)")
     grid = load_grid(path, profile)
     prof = _profile(grid, profile)
-    jobs = max(1, int(jobs))
-    if threads is None:
-        env = os.environ.get("MDLIB_THREADS")
-        threads = int(env) if env else _default_threads(jobs)
     root = sweep_dir(grid, prof)
     rows = status(path, prof)
     todo = [r for r in rows if r["state"] != "done"]
     skipped = len(rows) - len(todo)
     run_now = todo if limit is None else todo[:max(0, int(limit))]
-    summary = {"total": len(rows), "skipped": skipped, "done": 0, "failed": 0,
+    summary = {"total": len(rows), "skipped": skipped, "done": 0, "elsewhere": 0, "failed": 0,
                "pending": len(todo) - (0 if dry_run else len(run_now)), "failures": [],
-               "sweep_dir": str(root)}
+               "sweep_dir": str(root), "backend": backend}
     nb = grid.notebook
     nb = nb.relative_to(paths.REPO_ROOT) if nb.is_relative_to(paths.REPO_ROOT) else nb
+    if backend == "local":
+        jobs = max(1, int(jobs or 1))
+        if threads is None:
+            env = os.environ.get("MDLIB_THREADS")
+            threads = int(env) if env else _default_threads(jobs)
+        how = f"jobs={jobs} threads/job={threads}"
+    else:
+        req = resources(prof)
+        how = (f"ray {'local instance' if not address else address}: per configuration "
+               f"num_cpus={req['num_cpus']} num_gpus={req['num_gpus']} memory_gb={req['memory_gb']}"
+               + (f" jobs<={jobs}" if jobs else ""))
     log(f"sweep {grid.name}: profile={prof} notebook={nb}"
-        f" configurations={len(rows)} done={skipped} to run={len(run_now)}"
-        f" jobs={jobs} threads/job={threads} -> {root}")
+        f" configurations={len(rows)} done={skipped} to run={len(run_now)} {how} -> {root}")
     if dry_run:
         for r in rows:
             mark = "run  " if r in run_now else ("done " if r["state"] == "done" else "later")
@@ -473,78 +622,116 @@ def run_sweep(path: str | os.PathLike, profile: str | None = None, jobs: int = 1
         return summary
     if not run_now:
         return summary
-    cwd = str(grid.notebook.parent)
     for r in run_now:
         r["keys"] = shared_keys(grid, r["params"], prof)
-    bar = _progress(len(rows), skipped, progress)
-    bar.set_postfix(skipped=skipped, failed=0)
+    if backend == "local":
+        pool = LocalPool(min(jobs, len(run_now)), threads)
+    else:
+        from .ray_backend import ClusterError, RayPool
+        try:
+            pool = RayPool(execute_one, req, address=address, init=ray_init, jobs=jobs)
+        except ClusterError as e:  # no Ray, or no node fits one configuration
+            raise GridError(f"{grid.path}: {e}") from None
+    try:
+        _schedule(grid, prof, run_now, pool, summary, progress, len(rows), skipped, retry_busy_s)
+    except KeyboardInterrupt:
+        pool.stop()
+        raise
+    else:
+        pool.close()
+    log(f"sweep {grid.name}: ran {summary['done'] + summary['failed']}, done={summary['done']} "
+        f"skipped={skipped} elsewhere={summary['elsewhere']} failed={summary['failed']} "
+        f"pending={summary['pending']}")
+    return summary
+
+
+def _schedule(grid: Grid, prof: str, run_now: list[dict], pool, summary: dict, progress: bool,
+              total: int, skipped: int, retry_busy_s: float) -> None:
+    """Start what may start (in order: capacity, shared keys, busy retries), collect
+    results, until every configuration of ``run_now`` is done, failed or done elsewhere."""
+    bar = _progress(total, skipped, progress)
+    queue, inflight = list(run_now), {}
+    retry_at: dict[str, float] = {}  # configurations another sweep holds: when to try again
+    warmed: set[str] = set()  # shared resources that a finished configuration created
+    busy: Counter = Counter()  # shared resources of the configurations in flight
+
+    shown: list = [None]
+
+    def postfix() -> None:  # redrawn when a count changes
+        counts = dict(running=len(inflight), done=summary["done"] + summary["elsewhere"],
+                      failed=summary["failed"], waiting=len(retry_at))
+        if counts != shown[0]:
+            shown[0] = counts
+            bar.set_postfix(counts)
 
     def record(r: dict, res: dict) -> None:
-        if res["ok"]:
+        res.setdefault("notebook", str(r["dir"] / "executed.ipynb"))
+        if res.get("elsewhere"):
+            summary["elsewhere"] += 1
+        elif res["ok"]:
             summary["done"] += 1
         else:
             summary["failed"] += 1
             summary["failures"].append({"hash": r["hash"], "params": r["params"],
                                         "error": res["error"], "notebook": res["notebook"]})
+            if not (r["dir"] / "FAILED").exists() and not (r["dir"] / "DONE").exists():
+                # the worker died before it could say so: --status shows it failed
+                write_json(r["dir"] / "FAILED", {"error": res["error"], "notebook": res["notebook"],
+                                                 "params": r["params"], "written_by": "sweep driver",
+                                                 "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})
             bar.write(f"FAILED {r['hash']} {json.dumps(r['params'], sort_keys=True)}\n"
                       f"  error: {res['error']}\n  notebook: {res['notebook']}", file=sys.stderr)
         bar.update(1)
-        bar.set_postfix(skipped=skipped, failed=summary["failed"])
+        postfix()
 
-    workers = min(jobs, len(run_now))
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_worker_init, initargs=(threads,))
-    queue, inflight = list(run_now), {}
-    warmed: set[str] = set()  # shared resources that a finished configuration created
-    busy: Counter = Counter()  # shared resources of the configurations in flight
+    cwd = str(grid.notebook.parent)
+    postfix()
     try:
         while queue or inflight:
+            now = time.time()
+            cap = pool.capacity()
             for r in list(queue):  # start what may start, in order
-                if len(inflight) >= workers:
+                if len(inflight) >= cap:
                     break
+                if retry_at.get(r["hash"], 0.0) > now:
+                    continue  # another sweep is executing it
                 if any(k not in warmed and busy[k] for k in r["keys"]):
                     continue  # another configuration is creating a resource this one needs
                 queue.remove(r)
                 try:
-                    fut = pool.submit(execute_one, str(grid.notebook), str(r["dir"]),
-                                      {"PROFILE": prof, **r["params"]}, cwd)
+                    handle = pool.submit(str(grid.notebook), str(r["dir"]),
+                                         {"PROFILE": prof, **r["params"]}, cwd)
                 except BrokenProcessPool as e:
                     for q in [r] + queue:
-                        record(q, {"ok": False, "error": f"not run, worker pool broken: {e}",
-                                   "notebook": str(q["dir"] / "executed.ipynb")})
+                        record(q, {"ok": False, "error": f"not run, worker pool broken: {e}"})
                     queue.clear()
                     break
-                inflight[fut] = r
+                inflight[handle] = r
                 busy.update(r["keys"])
+            postfix()
             if not inflight:
-                break
-            finished, _ = wait(inflight, return_when=FIRST_COMPLETED)
-            for fut in finished:
-                r = inflight.pop(fut)
+                if not queue:
+                    break
+                time.sleep(max(0.05, min(retry_at.values(), default=now + 0.5) - time.time()))
+                continue
+            timeout = pool.poll_s
+            if retry_at:
+                wake = max(0.05, min(retry_at.values()) - time.time())
+                timeout = wake if timeout is None else min(timeout, wake)
+            for handle in pool.wait(list(inflight), timeout):
+                r = inflight.pop(handle)
                 busy.subtract(r["keys"])
-                try:
-                    res = fut.result()
-                except BrokenProcessPool as e:
-                    res = {"ok": False, "error": f"worker process died: {e}",
-                           "notebook": str(r["dir"] / "executed.ipynb")}
-                except Exception as e:  # noqa: BLE001
-                    res = {"ok": False, "error": repr(e), "notebook": str(r["dir"] / "executed.ipynb")}
+                res = pool.result(handle)
+                if res.get("busy"):  # executing in another sweep: try again later
+                    retry_at[r["hash"]] = time.time() + retry_busy_s
+                    queue.append(r)
+                    continue
+                retry_at.pop(r["hash"], None)
                 if res["ok"]:
                     warmed.update(r["keys"])
                 record(r, res)
-    except KeyboardInterrupt:  # stop the workers; their kernels exit with them (ipykernel's
-        # parent poller); nothing unfinished has DONE, so a rerun resumes
-        for proc in list((getattr(pool, "_processes", None) or {}).values()):
-            proc.terminate()
-        pool.shutdown(wait=False, cancel_futures=True)
-        raise
-    else:
-        pool.shutdown()
     finally:
         bar.close()
-    log(f"sweep {grid.name}: ran {summary['done'] + summary['failed']}, done={summary['done']} "
-        f"skipped={skipped} failed={summary['failed']} pending={summary['pending']}")
-    return summary
 
 
 # --------------------------------------------------------------------------- CLI
@@ -554,26 +741,46 @@ def main(argv: list[str] | None = None) -> int:
                                              "(see the module docstring for the grid format).")
     ap.add_argument("grid", help="grid YAML file, e.g. studies/main_cpu.yaml")
     ap.add_argument("--profile", help="override the grid's profile (smoke | cpu | gpu)")
-    ap.add_argument("--jobs", type=int, default=1, help="configurations executed at once (default 1)")
-    ap.add_argument("--threads", type=int, help="torch / OpenMP threads per job "
-                                                "(default: MDLIB_THREADS, else cpus // jobs)")
+    ap.add_argument("--backend", choices=("local", "ray"), default="local",
+                    help="local worker processes (default) or Ray tasks")
+    ap.add_argument("--address", help="ray: join this cluster (auto | host:port | ray://host:10001); "
+                                      "default: RAY_ADDRESS if set, else start a local Ray instance")
+    ap.add_argument("--jobs", type=int, help="local: configurations executed at once (default 1); "
+                                             "ray: at most this many in flight (default: what the cluster holds)")
+    ap.add_argument("--threads", type=int, help="local: torch / OpenMP threads per job "
+                                                "(default: MDLIB_THREADS, else cpus // jobs); "
+                                                "ray: the profile's sweep.num_cpus")
+    ap.add_argument("--ray-cpus", type=int, help="ray, local instance: CPUs it offers (default: all)")
+    ap.add_argument("--ray-gpus", type=int, help="ray, local instance: GPUs it offers (default: all detected)")
+    ap.add_argument("--object-store-mb", type=int, default=256,
+                    help="ray, local instance: object store size (default 256; results are small)")
     ap.add_argument("--limit", type=int, help="run at most N of the missing configurations")
     ap.add_argument("--dry-run", action="store_true", help="list configurations, run nothing")
-    ap.add_argument("--status", action="store_true", help="list done / missing / failed configurations")
+    ap.add_argument("--status", action="store_true", help="list done / running / missing / failed configurations")
     ap.add_argument("--json", action="store_true", help="print the summary as one JSON line at the end")
     ap.add_argument("--no-progress", action="store_true", help="no progress bar")
     a = ap.parse_args(argv)
+    if a.backend == "local" and (a.address or a.ray_cpus or a.ray_gpus):
+        print("error: --address / --ray-cpus / --ray-gpus need --backend ray", file=sys.stderr)
+        return 2
     try:
         if a.status:
             rows = status(a.grid, a.profile)
             for r in rows:
                 extra = f" run={r['run_dir']}" if r.get("run_dir") else ""
+                extra += f" by {r['holder']}" if r.get("holder") else ""
                 print(f"{r['state']:8s}{r['hash']} {json.dumps(r['params'], sort_keys=True)}{extra}")
-            counts = {s: sum(r["state"] == s for r in rows) for s in ("done", "missing", "failed")}
+            counts = {s: sum(r["state"] == s for r in rows) for s in ("done", "running", "missing", "failed")}
             print(f"{len(rows)} configurations: " + ", ".join(f"{k}={v}" for k, v in counts.items()))
             return 0
+        init = {"object_store_memory": int(a.object_store_mb) << 20}
+        if a.ray_cpus:
+            init["num_cpus"] = a.ray_cpus
+        if a.ray_gpus is not None:
+            init["num_gpus"] = a.ray_gpus
         summary = run_sweep(a.grid, profile=a.profile, jobs=a.jobs, limit=a.limit, threads=a.threads,
-                            dry_run=a.dry_run, progress=not a.no_progress)
+                            dry_run=a.dry_run, progress=not a.no_progress, backend=a.backend,
+                            address=a.address, ray_init=init)
     except GridError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .. import augment, data as data_mod, paths, profiles
+from .. import augment, data as data_mod, locks, paths, profiles
 from ..data import to_tensor
 from ..io import atomic_path
 from ..train import (TrainConfig, load_checkpoint, resolve_device, save_checkpoint,
@@ -55,9 +55,9 @@ def train_config(prof: dict, dataset: str, seed: int, section: str = "baseline",
                  **overrides) -> TrainConfig:
     """The profile's training section, with its per-dataset overrides, as a TrainConfig."""
     cfg = profiles.section(prof, "baseline")
-    if section != "baseline":  # e.g. "guidance": the baseline recipe with its own overrides
-        cfg.update(prof.get(section) or {})
     cfg.update(prof.get("dataset_overrides", {}).get(dataset, {}))
+    if section != "baseline":  # e.g. "guidance", "judge": the baseline recipe with its own overrides
+        cfg.update({k: v for k, v in (prof.get(section) or {}).items() if k != "seed"})
     cfg.update(overrides)
     cfg["seed"] = seed
     cfg.setdefault("device", prof.get("device", "auto"))
@@ -197,9 +197,10 @@ def bank_resources(prof: dict, dataset: str, seed: int, aug, progress: bool = Tr
         if "saliency" in need:
             data, _ = load_data(prof, dataset, seed)
             sb = int((prof.get("saliency") or {}).get("batch_size", 256))
-            extras["saliency"] = saliency.compute_split_saliency(
-                g, to_tensor(data.x("train")), data.y("train"), batch_size=sb,
-                cache_path=grun.path(f"saliency_train_seed{seed}"))
+            cache = grun.path(f"saliency_train_seed{seed}")
+            with locks.lock(f"{cache}.lock", what=f"saliency cache {cache}"):  # computed once
+                extras["saliency"] = saliency.compute_split_saliency(
+                    g, to_tensor(data.x("train")), data.y("train"), batch_size=sb, cache_path=cache)
     key = {"dataset": dataset, "image_size": prof["image_size"],
            "limited_data": prof.get("limited_data"), "seed": seed, "method": aug.config(),
            "resources": extras["resources"]}
@@ -207,13 +208,21 @@ def bank_resources(prof: dict, dataset: str, seed: int, aug, progress: bool = Tr
     return extras
 
 
-def guidance_model(prof: dict, dataset: str, seed: int = 0, progress: bool = True):
-    """The guidance classifier ``g`` of MedDiffuseMix for ``dataset``: trained on the
-    (limited-data) training split, selected on validation AUC, never shown the test split.
-    Trained once into ``runs/guidance/<profile>/<hash>/`` and loaded from there afterwards.
-    Returns ``(model in eval mode, run)``."""
+def guidance_model(prof: dict, dataset: str, seed: int = 0, progress: bool = True,
+                   section: str = "guidance"):
+    """The guidance classifier ``g`` of MedDiffuseMix for ``dataset`` (``section="guidance"``:
+    the baseline recipe with the profile's ``guidance`` overrides), or another classifier
+    trained the same way from another profile section, e.g. the independent judge of
+    saliency preservation (``section="judge"``: another architecture, and the section's own
+    ``seed``). Trained on the (limited-data) training split, selected on validation AUC,
+    never shown the test split; trained once into ``runs/<section>/<profile>/<hash>/`` and
+    loaded from there afterwards. Returns ``(model in eval mode, run)``."""
     from ..models import build_model
-    cfg = train_config(prof, dataset, seed, section="guidance")
+    sec = dict(prof.get(section) or {})
+    if section != "guidance" and not sec:
+        raise KeyError(f"profile '{prof.get('name')}' has no section '{section}'")
+    seed = int(sec.pop("seed", seed))
+    cfg = train_config(prof, dataset, seed, section=section)
     config = {"dataset": dataset, "image_size": prof["image_size"],
               "limited_data": prof.get("limited_data"), "train": cfg.to_dict()}
 
@@ -230,7 +239,7 @@ def guidance_model(prof: dict, dataset: str, seed: int = 0, progress: bool = Tru
         return {"best_epoch": res.best_epoch, "train_wall_s": res.wall_s,
                 "n_train": int(len(data.y("train")))}
 
-    run = run_once("guidance", prof["name"], config, work)
+    run = run_once(section, prof["name"], config, work)
     data = data_mod.load_dataset(dataset, prof["image_size"])
     model = build_model(cfg.model, data.channels, data.n_classes, data.size,
                         **cfg.model_kwargs)
@@ -244,11 +253,13 @@ _DIFFUSION_STUDY_KEYS = ("datasets", "max_seconds", "n_eval_per_class", "sample_
 
 
 def diffusion_config(prof: dict, data, seed: int = 0, **overrides):
-    """The profile's ``diffusion`` section (with ``overrides``) for a loaded dataset, split
-    into ``(DiffusionConfig, the study-level keys: datasets, max_seconds, guidance_scale,
-    ...)``."""
+    """The profile's ``diffusion`` section for a loaded dataset, updated by the profile's
+    ``diffusion_by_size`` entry for the dataset's image size (if any) and then by
+    ``overrides``, split into ``(DiffusionConfig, the study-level keys: datasets,
+    max_seconds, threads, guidance_scale, ...)``."""
     from ..diffusion import DiffusionConfig
     sec = profiles.section(prof, "diffusion")
+    sec.update((prof.get("diffusion_by_size") or {}).get(int(data.size)) or {})
     sec.update(overrides)
     study_keys = {k: sec.pop(k) for k in _DIFFUSION_STUDY_KEYS if k in sec}
     sec.setdefault("device", prof.get("device", "auto"))
@@ -271,24 +282,27 @@ def diffusion_run(prof: dict, dataset: str, seed: int = 0, progress: bool = True
     cfg, study_keys = diffusion_config(prof, data, seed, **overrides)
     config = {"dataset": dataset, "image_size": data.size, "limited_data": prof.get("limited_data"),
               "diffusion": cfg.to_dict(), "max_seconds": study_keys.get("max_seconds")}
+    if study_keys.get("threads"):  # bit-identical weights need the same thread count
+        config["threads"] = int(study_keys["threads"])
     run = Run("diffusion", prof["name"], config)
-    if not run.done:
-        threads = study_keys.get("threads")
-        old = torch.get_num_threads()
-        if threads:
-            torch.set_num_threads(int(threads))
-        try:
-            run.start()
-            if idx is not None:
-                run.write_csv("train_indices.csv", pd.DataFrame({"train_index": idx}))
-            train_diffusion(data.x("train"), data.y("train"), cfg, run.path("model"),
-                            progress=progress, max_seconds=study_keys.get("max_seconds"))
-        finally:
-            torch.set_num_threads(old)
-        st = read_state(run.path("model"))
-        run.finish(steps=int(st["step"]), train_wall_s=float(st.get("wall_s", 0.0)),
-                   stopped_early=bool(st.get("stopped_early", False)),
-                   n_train=int(len(data.y("train"))))
+    with run.claim() as todo:  # one process trains it; the others wait and find it done
+        if todo:
+            threads = study_keys.get("threads")
+            old = torch.get_num_threads()
+            if threads:
+                torch.set_num_threads(int(threads))
+            try:
+                run.start()
+                if idx is not None:
+                    run.write_csv("train_indices.csv", pd.DataFrame({"train_index": idx}))
+                train_diffusion(data.x("train"), data.y("train"), cfg, run.path("model"),
+                                progress=progress, max_seconds=study_keys.get("max_seconds"))
+            finally:
+                torch.set_num_threads(old)
+            st = read_state(run.path("model"))
+            run.finish(steps=int(st["step"]), train_wall_s=float(st.get("wall_s", 0.0)),
+                       stopped_early=bool(st.get("stopped_early", False)),
+                       n_train=int(len(data.y("train"))))
     return run, float(study_keys.get("guidance_scale", 1.0))
 
 

@@ -207,12 +207,13 @@ def train_classifier(data: ImageDataset, cfg: TrainConfig,
     bar.close()
 
     model.load_state_dict(best_state)
-    val = classification_metrics(y_va, predict_proba(model, x_va, cfg.eval_batch_size, device))
+    val = classification_metrics(y_va, predict_proba(model, x_va, cfg.eval_batch_size, device),
+                                 data.positive())
     test, p_te, y_te = {}, np.empty((0, k)), np.empty(0, dtype=np.int64)
     if evaluate_test:  # the one and only look at the test split for this model
         y_te = data.y("test")
         p_te = predict_proba(model, to_tensor(data.x("test")), cfg.eval_batch_size, device)
-        test = classification_metrics(y_te, p_te)
+        test = classification_metrics(y_te, p_te, data.positive())
     return TrainResult(pd.DataFrame(history), best_epoch, val, test, p_te, y_te, best_state,
                        time.time() - t0, model if keep_model else None)
 

@@ -63,7 +63,40 @@ def loss_fid_section(fig: Path, profile: str) -> str:
         out += ["Held-out denoising error (validation split, noise-prediction error at random "
                 f"timesteps; `figures/{profile}/13_denoising_summary.csv`):", "",
                 t.to_markdown(index=False, disable_numparse=True), ""]
+    out += findings(fig)
     return "\n".join(out)
+
+
+def findings(fig: Path) -> list[str]:
+    """Generated statements from the paired Huber − L2 tables of notebook 13."""
+    out = []
+    d = fig / "13_fd_huber_minus_l2.csv"
+    if d.is_file():
+        t = pd.read_csv(d)
+        sig = t[t.p_paired_t < 0.05]
+        out.append(f"- Fréchet distance, Huber − L2 over matched seeds: {len(sig)} of {len(t)} "
+                   f"(dataset, feature) comparisons significant at 0.05 unadjusted (paired p "
+                   f"{t.p_paired_t.min():.3f} to {t.p_paired_t.max():.3f}).")
+    fl, sm = fig / "13_fd_floor.csv", fig / "13_fd_summary.csv"
+    if fl.is_file() and sm.is_file():
+        key = ["dataset", "extractor", "feature", "dim"]
+        m = pd.read_csv(sm).groupby(key).fd_mean.max().reset_index().merge(pd.read_csv(fl), on=key)
+        for _, r in m[m.fd_real_floor > m.fd_mean].iterrows():
+            out.append(f"- {r.dataset}, {r.feature} ({int(r.dim)} dims): real validation images are "
+                       f"farther from the test images ({r.fd_real_floor:.3f}) than the samples of "
+                       f"either loss (at most {r.fd_mean:.3f}); that feature encodes the dataset's "
+                       "train/val vs test shift more than realism, so it is no realism measure here.")
+    dn = fig / "13_denoising_huber_minus_l2.csv"
+    if dn.is_file():
+        t = pd.read_csv(dn)
+        for _, r in t[t.measure == "mse"].iterrows():
+            word = "higher" if r.diff_mean > 0 else "lower"
+            sig = "significant" if r.p_paired_t < 0.05 else "not significant"
+            out.append(f"- {r.dataset}: held-out denoising MSE is {word} with Huber by "
+                       f"{abs(r.diff_mean):.5f} ± {r.diff_ci95:.5f} (paired over {int(r.n_seeds)} "
+                       f"seeds, p = {r.p_paired_t:.3f}: {sig}).")
+    return out + ([""] if out else [])
+
 
 
 SECTIONS = (loss_fid_section,)

@@ -165,9 +165,14 @@ def evaluate_all(prof: dict, datasets=None, progress: bool = True, inception_wei
                  inception_download: bool = False) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """Every model of the loss study evaluated (trained first where needed). Returns
     ``(fd: one row per dataset, loss, seed, extractor, feature; denoising: one row per
-    model; inception status {dataset: {available, message}})``."""
+    model; inception status per dataset)``.
+
+    The status covers every model of the dataset (each evaluation records its own, and a
+    finished one is not redone, so models evaluated on machines with and without the
+    weights can mix): ``{available: all models have InceptionV3 distances, message: the
+    reason of the first model without, n_models, n_available}``."""
     s = settings(prof)
-    fds, dens, status = [], [], {}
+    fds, dens, per_model = [], [], {}
     for ds in datasets or s["datasets"]:
         for seed in s["seeds"]:
             for loss in s["losses"]:
@@ -176,7 +181,13 @@ def evaluate_all(prof: dict, datasets=None, progress: bool = True, inception_wei
                 key = {"dataset": ds, "loss": loss, "seed": seed, "run": run.hash}
                 fds.append(run.read_csv("fd.csv").assign(**key))
                 dens.append(run.read_csv("denoising.csv").assign(**key))
-                status[ds] = run.read_json("inception.json")
+                per_model.setdefault(ds, []).append(run.read_json("inception.json"))
+    status = {}
+    for ds, sts in per_model.items():
+        missing = [st for st in sts if not st["available"]]
+        status[ds] = {"available": not missing,
+                      "message": missing[0]["message"] if missing else "",
+                      "n_models": len(sts), "n_available": len(sts) - len(missing)}
     return pd.concat(fds, ignore_index=True), pd.concat(dens, ignore_index=True), status
 
 

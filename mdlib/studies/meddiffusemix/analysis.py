@@ -259,7 +259,41 @@ def bank_gradcam(run_dir, ds=None, per_class: int = 2, seed: int = 0,
     for key, x in (("1", x1), ("a", xa)):
         cam, probs = tasks.cams_and_probs(model, x, y1)
         out[f"x{key}"], out[f"cam{key}"], out[f"p{key}"] = x.numpy(), cam, probs[rows, y1]
+    out["x2"] = to_tensor(ds.x("train")[ex["partner"].to_numpy()]).numpy()
+    out["mask"] = bank_masks(run_dir, ds, ex)
     return out
+
+
+def bank_masks(run_dir, ds, records: pd.DataFrame) -> np.ndarray:
+    """MedDiffuseMix's smoothed mask ``M_s`` for bank records (their ``index`` / ``partner``),
+    recomputed from the guidance classifier the run's bank was made with (the run's
+    ``resources``; its Grad-CAM of the training images, the method's parameters from the
+    run's config)."""
+    import copy
+
+    import torch
+
+    from ... import augment, profiles
+    from ...saliency import gradcam
+    cfg = tasks.run_config(run_dir)
+    params = {k: v for k, v in cfg["augmentation"].items() if k != "method"}
+    aug = augment.get("meddiffusemix", **params)
+    run = tasks.run_handle(run_dir)
+    prof = copy.deepcopy(profiles.load(run.profile))
+    prof["image_size"] = int(cfg["image_size"])
+    prof["limited_data"] = cfg.get("limited_data")
+    g, grun = tasks.guidance_model(prof, cfg["dataset"], tasks.resource_seed(prof, cfg["train"]["seed"]),
+                                   progress=False)
+    want = cfg.get("resources", {}).get("guidance")
+    if want is not None and grun.hash != want:
+        raise ValueError(f"{run_dir}: its bank's guidance classifier {want} is not {grun.hash}")
+    x = to_tensor(ds.x("train"))
+    i1, i2 = records["index"].to_numpy(), records["partner"].to_numpy()
+    y = torch.from_numpy(ds.y("train"))
+    s1 = gradcam(g, x[i1], y[i1]).cpu()
+    s2 = gradcam(g, x[i2], y[i2]).cpu()
+    _, _, _, m = augment.regions(s1, s2, aug.params["tau_h"], aug.params["tau_b"])
+    return augment.smooth_mask(m, aug.params["sigma"] if aug.params["smooth"] else 0.0).numpy()
 
 
 def clip_perplexity(perplexity: float, n: int) -> float:
@@ -283,15 +317,21 @@ def tsne_embed(features, perplexity: float = 30.0, seed: int = 0, max_dims: int 
     return tsne.fit_transform(x).astype(np.float32)
 
 
-def knn_loo_accuracy(x, y, k: int = 5) -> float:
+def knn_loo_accuracy(x, y, k: int = 5, groups=None) -> float:
     """Leave-one-out accuracy of a k-nearest-neighbour vote (Euclidean; ties go to the
-    class of the nearer neighbours)."""
+    class of the nearer neighbours). ``groups``: one label per point; a point's
+    neighbours are then taken from other groups only (leave-one-group-out), because
+    images of one group (e.g. rotated copies of one LC25000 tile) are near-copies whose
+    neighbourhood says nothing about class separation."""
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y)
     n = len(x)
     if n < 2:
         return math.nan
-    k = min(k, n - 1)
+    g = None if groups is None else np.unique(np.asarray(groups), return_inverse=True)[1]
+    k = min(k, n - 1 if g is None else int(n - np.bincount(g).max()))
+    if k < 1:
+        return math.nan
     classes, yi = np.unique(y, return_inverse=True)
     w = 1.0 + 1e-3 / (1.0 + np.arange(k))  # one vote each; nearer ones break ties
     sq = (x * x).sum(1)
@@ -300,15 +340,17 @@ def knn_loo_accuracy(x, y, k: int = 5) -> float:
         d = sq[i:i + 1024, None] + sq[None, :] - 2 * x[i:i + 1024] @ x.T
         r = np.arange(len(d))
         d[r, r + i] = np.inf  # leave the point itself out
+        if g is not None:  # and every point of its group
+            d[g[i:i + 1024, None] == g[None, :]] = np.inf
         nn = np.argsort(d, axis=1, kind="stable")[:, :k]
         np.add.at(votes, (np.repeat(r + i, k), yi[nn].ravel()), np.tile(w, len(d)))
     return float((votes.argmax(1) == yi).mean())
 
 
-def separability(features, labels, embedding=None, k: int = 5) -> dict:
+def separability(features, labels, embedding=None, k: int = 5, groups=None) -> dict:
     """Class separation of ``features`` (and of their 2-D ``embedding``): silhouette
     score of the true labels (NaN with fewer than 2 classes) and leave-one-out k-NN
-    accuracy."""
+    accuracy (leave-one-group-out with ``groups``, see :func:`knn_loo_accuracy`)."""
     from sklearn.metrics import silhouette_score
     y = np.asarray(labels)
     n_cls = len(np.unique(y))
@@ -319,10 +361,11 @@ def separability(features, labels, embedding=None, k: int = 5) -> dict:
         return float(silhouette_score(np.asarray(x, dtype=np.float64), y))
 
     out = {"silhouette_features": sil(features),
-           f"knn{k}_acc_features": knn_loo_accuracy(features, y, k)}
+           f"knn{k}_acc_features": knn_loo_accuracy(features, y, k, groups)}
     if embedding is not None:
         out["silhouette_tsne"] = sil(embedding)
-        out[f"knn{k}_acc_tsne"] = knn_loo_accuracy(embedding, y, k)
+        out[f"knn{k}_acc_tsne"] = knn_loo_accuracy(embedding, y, k, groups)
+    out["knn_neighbours"] = "other groups" if groups is not None else "all other images"
     return out
 
 

@@ -12,45 +12,105 @@ import seaborn as sns
 from ...plots import hwc, overlay, show_image
 
 
-def augmentation_grid(columns: dict, row_labels: list[str], title: str = ""):
+def _map_column(fig, axes_col, maps, cmap, vmin, vmax, label, title):
+    im = None
+    for ax, m in zip(axes_col, maps):
+        im = ax.imshow(np.asarray(m), cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
+        ax.set_xticks([])
+        ax.set_yticks([])
+    axes_col[0].set_title(title, fontsize=8)
+    cb = fig.colorbar(im, ax=list(axes_col), orientation="horizontal", fraction=0.04, pad=0.02,
+                      aspect=12)
+    cb.set_label(label, fontsize=7)
+    cb.ax.tick_params(labelsize=6)
+
+
+def augmentation_grid(columns: dict, row_labels: list[str], title: str = "", maps: dict | None = None):
     """Paper Fig. 3: one row per source image, one column per method. ``columns``:
-    method -> images (N,C,H,W) float in [0, 1] (the same N source images in every
-    column)."""
-    names = list(columns)
+    name -> images (N,C,H,W) float in [0, 1] (the same N source images in every column,
+    e.g. the original ``x1``, its partner ``x2`` and each method's output). ``maps``: extra
+    columns drawn as values with a colour bar each: name -> ``(maps (N,H,W), cmap, vmin,
+    vmax, colour-bar label)``, e.g. MedDiffuseMix's smoothed mask ``M_s`` and the change
+    ``|x_aug - x1|``, which make visible what a subtle augmentation changed."""
+    maps = maps or {}
+    names = list(columns) + list(maps)
     n = len(row_labels)
-    fig, axes = plt.subplots(n, len(names), figsize=(1.45 * len(names), 1.45 * n), squeeze=False)
-    for j, m in enumerate(names):
+    fig, axes = plt.subplots(n, len(names), figsize=(1.45 * len(names), 1.45 * n + (0.5 if maps else 0)),
+                             squeeze=False, layout="constrained")
+    for j, m in enumerate(columns):
         imgs = hwc(columns[m])
         for i in range(n):
             show_image(axes[i, j], imgs[i])
             if i == 0:
                 axes[i, j].set_title(m, fontsize=8)
-        for i in range(n):
-            axes[i, 0].set_ylabel(row_labels[i], fontsize=7)
+    for j, (m, (arr, cmap, vmin, vmax, label)) in enumerate(maps.items(), start=len(columns)):
+        _map_column(fig, axes[:, j], arr, cmap, vmin, vmax, label, m)
+    for i in range(n):
+        axes[i, 0].set_ylabel(row_labels[i], fontsize=7)
     if title:
-        fig.suptitle(title, y=1.0, fontsize=9)
-    fig.tight_layout()
+        fig.suptitle(title, fontsize=9)
     return fig
 
 
-def mdm_gradcam_figure(x1, cam1, xa, cama, row_labels: list[str], title: str = ""):
-    """Paper Fig. 7: original, its Grad-CAM, the MedDiffuseMix image, its Grad-CAM (for
-    the original's label)."""
+def mdm_gradcam_figure(x1, cam1, xa, cama, row_labels: list[str], title: str = "", x2=None,
+                       mask=None, cam_title: str = "Grad-CAM", p1=None, pa=None, alphas=None):
+    """Paper Fig. 7: the original ``x1`` and its Grad-CAM, the partner ``x2`` and the
+    smoothed mask ``M_s`` (where mixing may happen; optional), the MedDiffuseMix image and
+    its Grad-CAM (for ``x1``'s label), and the change ``|x_aug - x1|``; Grad-CAM overlays on
+    the 0-1 scale of one colour bar, the change on a colour bar of its own. ``p1`` / ``pa``:
+    the classifier's probability of ``x1``'s label, written over its Grad-CAM panels;
+    ``alphas``: the mixing weight of each image, written over the MedDiffuseMix image."""
     x1, xa = hwc(x1), hwc(xa)
     n = len(row_labels)
-    fig, axes = plt.subplots(n, 4, figsize=(1.6 * 4, 1.6 * n), squeeze=False)
-    heads = ("original", "Grad-CAM", "MedDiffuseMix", "Grad-CAM")
+    heads = ["original x1", cam_title + " (x1)"]
+    if x2 is not None:
+        heads.append("partner x2")
+    if mask is not None:
+        heads.append("mask M_s")
+    heads += ["MedDiffuseMix", cam_title + " (x_aug)", "|x_aug - x1|"]
+    fig, axes = plt.subplots(n, len(heads), figsize=(1.5 * len(heads), 1.5 * n + 0.6), squeeze=False,
+                             layout="constrained")
+    change = np.abs(xa.astype(float) - x1.astype(float)).mean(-1)
+    vmax = max(float(np.quantile(change, 0.995)), 1e-3)
     for i in range(n):
-        show_image(axes[i, 0], x1[i])
-        overlay(axes[i, 1], x1[i], np.asarray(cam1[i]))
-        show_image(axes[i, 2], xa[i])
-        overlay(axes[i, 3], xa[i], np.asarray(cama[i]))
+        j = 0
+        show_image(axes[i, j], x1[i]); j += 1
+        overlay(axes[i, j], x1[i], np.asarray(cam1[i]))
+        if p1 is not None:
+            axes[i, j].set_xlabel(f"p(y) = {float(p1[i]):.2f}", fontsize=6.5, labelpad=1)
+        j += 1
+        if x2 is not None:
+            show_image(axes[i, j], hwc(x2)[i]); j += 1
+        if mask is not None:
+            axes[i, j].imshow(np.asarray(mask[i]), cmap="magma", vmin=0, vmax=1)
+            axes[i, j].set_xticks([]); axes[i, j].set_yticks([]); j += 1
+        show_image(axes[i, j], xa[i])
+        if alphas is not None:
+            axes[i, j].set_xlabel(f"α = {float(alphas[i]):.2f}", fontsize=6.5, labelpad=1)
+        j += 1
+        overlay(axes[i, j], xa[i], np.asarray(cama[i]))
+        if pa is not None:
+            axes[i, j].set_xlabel(f"p(y) = {float(pa[i]):.2f}", fontsize=6.5, labelpad=1)
+        j += 1
+        axes[i, j].imshow(change[i], cmap="viridis", vmin=0, vmax=vmax)
+        axes[i, j].set_xticks([]); axes[i, j].set_yticks([])
         axes[i, 0].set_ylabel(row_labels[i], fontsize=7)
     for j, h in enumerate(heads):
-        axes[0, j].set_title(h, fontsize=8)
+        axes[0, j].set_title(h, fontsize=7.5)
+    def bar(cmap, vmax, col, label):
+        sm = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(0, vmax))
+        cb = fig.colorbar(sm, ax=axes[-1, col], orientation="horizontal", fraction=0.05, pad=0.02,
+                          aspect=8)
+        cb.set_label(label, fontsize=6.5)
+        cb.ax.tick_params(labelsize=6)
+
+    bar("jet", 1, 1, "Grad-CAM (per-image 0-1)")
+    bar("jet", 1, len(heads) - 2, "Grad-CAM (per-image 0-1)")
+    bar("viridis", vmax, len(heads) - 1, "|x_aug - x1| (intensity)")
+    if mask is not None:
+        bar("magma", 1, heads.index("mask M_s"), "M_s")
     if title:
-        fig.suptitle(title, y=1.0, fontsize=9)
-    fig.tight_layout()
+        fig.suptitle(title, fontsize=9)
     return fig
 
 
@@ -74,99 +134,176 @@ METHOD_LABELS = {"no_aug": "No Aug", "standard_aug": "Standard Aug", "mixup": "M
                  "meddiffusemix": "MedDiffuseMix"}
 
 
-def gain_bars(summary: pd.DataFrame, base: str = "no_aug", method: str = "meddiffusemix",
-              metric: str = "test_acc"):
-    """Paper Fig. 2: per dataset and backbone, ``base`` vs ``method`` (mean +- std over
-    seeds), the gain written above each pair and the average gain in the title."""
+def gain_bars(summary: pd.DataFrame, tests: pd.DataFrame, base: str = "no_aug",
+              method: str = "meddiffusemix", metric: str = "test_acc", cell: str = "cell"):
+    """Paper Fig. 2, with the statistics a reader needs: left, ``base`` vs ``method`` per
+    cell (dataset, backbone, image size; ``summary`` has a ``cell`` column), bars = mean
+    over seeds, error bars = standard deviation over seeds, the number of matched seeds
+    under each cell; right, the paired difference ``method - base`` over matched seeds with
+    its 95% t-interval (``tests``: rows of :func:`mdlib.runs.results.compare_methods` with
+    the same ``cell`` column), and the smallest difference those seeds could detect at 80%
+    power (grey ticks at +-MDE). The average difference is in the title."""
     s = summary[summary.method.isin([base, method])]
-    groups = list(s.groupby(["dataset", "model"], sort=False).groups)
-    fig, ax = plt.subplots(figsize=(max(4.0, 1.6 * len(groups)), 3.2))
-    w, gains = 0.38, []
-    for i, (d, m) in enumerate(groups):
-        g = s[(s.dataset == d) & (s.model == m)].set_index("method")
+    cells = list(dict.fromkeys(s[cell]))
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(max(7.5, 2.3 * len(cells) + 3), 3.4),
+                                  gridspec_kw={"width_ratios": [1.6, 1]})
+    w = 0.38
+    for i, c in enumerate(cells):
+        g = s[s[cell] == c].set_index("method")
         for j, meth in enumerate((base, method)):
             if meth in g.index:
                 ax.bar(i + (j - 0.5) * w, g.loc[meth, f"{metric}_mean"], w,
                        yerr=g.loc[meth, f"{metric}_std"], capsize=3,
-                       color=("#9aa5b1", "#c0392b")[j], label=METHOD_LABELS.get(meth, meth) if i == 0 else None)
-        if base in g.index and method in g.index:
-            gain = g.loc[method, f"{metric}_mean"] - g.loc[base, f"{metric}_mean"]
-            gains.append(gain)
-            top = max(g.loc[base, f"{metric}_mean"] + np.nan_to_num(g.loc[base, f"{metric}_std"]),
-                      g.loc[method, f"{metric}_mean"] + np.nan_to_num(g.loc[method, f"{metric}_std"]))
-            ax.text(i, top + 0.01, f"{gain:+.3f}", ha="center", fontsize=8)
-    ax.set_xticks(range(len(groups)))
-    ax.set_xticklabels([f"{d}\n{m}" for d, m in groups], fontsize=8)
-    lo = float(np.nanmin(s[f"{metric}_mean"])) if len(s) else 0
-    ax.set_ylim(max(0.0, lo - 0.15), 1.02)
-    ax.set_ylabel(metric.replace("test_", "test ").upper())
-    avg = f"average gain {np.mean(gains):+.3f}" if gains else "no pairs"
-    ax.set_title(f"{METHOD_LABELS.get(base, base)} vs {METHOD_LABELS.get(method, method)} ({avg})",
+                       color=("#9aa5b1", "#c0392b")[j],
+                       label=METHOD_LABELS.get(meth, meth) if i == 0 else None)
+    t = tests.set_index(cell) if len(tests) else tests
+    labels = []
+    for c in cells:
+        n = int(t.loc[c, "n_pairs"]) if len(t) and c in t.index else 0
+        labels.append(f"{c}\n(n = {n} seeds)")
+    ax.set_xticks(range(len(cells)))
+    ax.set_xticklabels(labels, fontsize=7)
+    lo = float(np.nanmin(s[f"{metric}_mean"] - s[f"{metric}_std"].fillna(0))) if len(s) else 0
+    ax.set_ylim(max(0.0, lo - 0.05), 1.0)
+    ax.set_ylabel(metric.replace("test_", "test ") + " (mean ± std over seeds)", fontsize=8)
+    ax.legend(fontsize=7, loc="lower right")
+    diffs = []
+    for i, c in enumerate(cells):
+        if not len(t) or c not in t.index:
+            continue
+        r = t.loc[c]
+        diffs.append(r["diff"])
+        ax2.errorbar(r["diff"], i, xerr=r["diff_ci95"] if np.isfinite(r["diff_ci95"]) else None,
+                     fmt="o", color="#c0392b", capsize=3)
+        if np.isfinite(r.get("mde_80", np.nan)):
+            ax2.plot([-r["mde_80"], r["mde_80"]], [i, i], "|", color="0.45", ms=10, mew=1.5)
+    ax2.axvline(0, color="0.3", lw=0.8)
+    ax2.set_yticks(range(len(cells)))
+    ax2.set_yticklabels(cells, fontsize=7)
+    ax2.set_ylim(len(cells) - 0.5, -0.5)
+    ax2.set_xlabel(f"{METHOD_LABELS.get(method, method)} − {METHOD_LABELS.get(base, base)}\n"
+                   "(paired over seeds, 95% CI; grey: ±MDE at 80% power)", fontsize=7.5)
+    avg = f"average difference {np.mean(diffs):+.3f}" if diffs else "no pairs"
+    fig.suptitle(f"{METHOD_LABELS.get(base, base)} vs {METHOD_LABELS.get(method, method)} ({avg})",
                  fontsize=9)
-    ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     return fig
 
 
 def ablation_bars(summary: pd.DataFrame, order: list[str], metric: str = "test_acc",
-                  reference: pd.DataFrame | None = None):
-    """Paper Fig. 4: per dataset, full MedDiffuseMix and each component removed (mean +-
-    std over seeds); a dashed line per dataset for the No-Aug reference if given."""
+                  reference: pd.DataFrame | None = None, tests: pd.DataFrame | None = None):
+    """Paper Fig. 4: per dataset, full MedDiffuseMix and each component removed, bars =
+    mean, error bars = std over seeds (the seed count under each bar); a dashed line per
+    dataset for the No-Aug reference if given. With ``tests`` (each variant against the
+    full method on matched seeds: columns dataset, variant, diff, diff_ci95, p_holm), a
+    second row shows the paired differences with their 95% t-intervals."""
     ds = list(dict.fromkeys(summary["dataset"]))
-    fig, axes = plt.subplots(1, len(ds), figsize=(3.6 * len(ds), 3.2), squeeze=False)
+    rows = 2 if tests is not None and len(tests) else 1
+    fig, axes = plt.subplots(rows, len(ds), figsize=(3.6 * len(ds), 3.2 * rows + 0.4), squeeze=False,
+                             gridspec_kw={"height_ratios": [1.3, 1][:rows]})
     pal = sns.color_palette("deep", len(order))
-    for ax, d in zip(axes[0], ds):
+    for j, d in enumerate(ds):
+        ax = axes[0, j]
         g = summary[summary.dataset == d].set_index("variant")
         vals = [g.loc[v, f"{metric}_mean"] if v in g.index else np.nan for v in order]
         errs = [g.loc[v, f"{metric}_std"] if v in g.index else np.nan for v in order]
+        ns = [int(g.loc[v, "seeds"]) if v in g.index else 0 for v in order]
         ax.bar(range(len(order)), vals, yerr=np.nan_to_num(errs), color=pal, capsize=3)
         if reference is not None and d in set(reference["dataset"]):
             r = float(reference.loc[reference.dataset == d, f"{metric}_mean"].iloc[0])
-            ax.axhline(r, ls="--", c="k", lw=1, label="No Aug")
+            ax.axhline(r, ls="--", c="k", lw=1, label="No Aug (mean)")
             ax.legend(fontsize=7, loc="lower right")
         ax.set_xticks(range(len(order)))
-        ax.set_xticklabels(order, rotation=35, ha="right", fontsize=7)
+        ax.set_xticklabels([f"{v}\n(n={n})" for v, n in zip(order, ns)], rotation=35, ha="right", fontsize=6.5)
         finite = [v for v in vals if np.isfinite(v)]
         if finite:
             ax.set_ylim(max(0.0, min(finite) - 0.1), min(1.02, max(finite) + 0.06))
         ax.set_title(d, fontsize=9)
-    axes[0, 0].set_ylabel(metric.replace("test_", "test ").upper())
+        if rows == 2:
+            ax2 = axes[1, j]
+            t = tests[tests.dataset == d].set_index("variant")
+            vs = [v for v in order if v != "full"]
+            ax2.errorbar(range(len(vs)), [t.loc[v, "diff"] if v in t.index else np.nan for v in vs],
+                         yerr=[t.loc[v, "diff_ci95"] if v in t.index else 0 for v in vs], fmt="o",
+                         capsize=3, color="0.2")
+            for k, v in enumerate(vs):
+                if v in t.index and np.isfinite(t.loc[v, "p_holm"]) and t.loc[v, "p_holm"] < 0.05:
+                    ax2.annotate("*", (k, t.loc[v, "diff"]), xytext=(4, 4), textcoords="offset points")
+            ax2.axhline(0, color="0.5", lw=0.8)
+            ax2.set_xticks(range(len(vs)))
+            ax2.set_xticklabels(vs, rotation=35, ha="right", fontsize=6.5)
+            ax2.set_xlim(-0.5, len(vs) - 0.5)
+    axes[0, 0].set_ylabel(metric.replace("test_", "test ") + "\n(mean ± std over seeds)", fontsize=8)
+    if rows == 2:
+        axes[1, 0].set_ylabel("variant − full\n(matched seeds, 95% CI;\n* Holm p < 0.05)", fontsize=8)
     fig.tight_layout()
     return fig
 
 
 def sensitivity_panels(curves: dict, heat: pd.DataFrame | None, metric: str, defaults: dict,
-                       stable: dict):
-    """Paper Fig. 5: one line panel per swept scalar (``curves``: name -> DataFrame with
-    columns value, dataset, mean, std), stable ranges shaded (``stable``: (name, dataset) ->
-    (lo, hi)), and a tau_h x tau_b heatmap per dataset (``heat``: dataset, tau_h, tau_b,
-    mean)."""
+                       stable: dict, heat_default: tuple | None = None):
+    """Paper Fig. 5. One line panel per swept scalar (``curves``: name -> DataFrame with
+    columns value, dataset, mean, std, count): error bars (std over seeds) only where a
+    value has more than one seed, the default dotted, and each dataset's stable range
+    (``stable``: (name, dataset) -> (lo, hi)) drawn as a bar in its colour under the
+    curves (a single value as a diamond), so that ranges neither overlap nor vanish. Then
+    one tau_h x tau_b heatmap per dataset (``heat``: dataset, tau_h, tau_b, mean) of the
+    metric minus its value at the default pair (``heat_default``), on ONE diverging colour
+    scale shared by the datasets, with its colour bar and every cell annotated."""
     ds = sorted({d for c in curves.values() for d in c["dataset"]})
     n_heat = len(ds) if heat is not None and len(heat) else 0
     ncols = len(curves) + n_heat
-    fig, axes = plt.subplots(1, ncols, figsize=(3.3 * ncols, 3.0), squeeze=False)
+    fig, axes = plt.subplots(1, ncols, figsize=(3.4 * ncols + (0.6 if n_heat else 0), 3.3), squeeze=False,
+                             layout="constrained")
     pal = dict(zip(ds, sns.color_palette("deep", len(ds))))
     for ax, (name, c) in zip(axes[0], curves.items()):
-        for d, g in c.groupby("dataset"):
+        lo_y = float(c["mean"].min()) if len(c) else 0.0
+        span = max(float(c["mean"].max()) - lo_y, 0.02) if len(c) else 0.1
+        for k, (d, g) in enumerate(c.groupby("dataset")):
             g = g.sort_values("value")
-            ax.errorbar(g["value"], g["mean"], yerr=np.nan_to_num(g["std"]), marker="o", ms=3,
-                        capsize=2, color=pal[d], label=d)
+            multi = g["count"] > 1 if "count" in g else pd.Series(False, index=g.index)
+            ax.plot(g["value"], g["mean"], marker="o", ms=3.5, color=pal[d], label=d)
+            if multi.any():
+                ax.errorbar(g["value"][multi], g["mean"][multi], yerr=g["std"][multi], fmt="none",
+                            capsize=2, color=pal[d])
             if (name, d) in stable:
                 lo, hi = stable[name, d]
-                ax.axvspan(lo, hi, color=pal[d], alpha=0.12)
+                y = lo_y - (0.12 + 0.07 * k) * span
+                if hi > lo:
+                    ax.plot([lo, hi], [y, y], color=pal[d], lw=4, solid_capstyle="butt")
+                else:
+                    ax.plot([lo], [y], marker="D", ms=5, color=pal[d])
         if name in defaults:
             ax.axvline(defaults[name], ls=":", c="k", lw=1)
         ax.set_xlabel(name)
-        ax.set_title(f"{name} (dotted: default)", fontsize=9)
-    axes[0, 0].set_ylabel(metric)
+        ax.set_title(f"{name}: lines = {metric}\nbars below = stable range; dotted = default", fontsize=8)
+    axes[0, 0].set_ylabel(metric + (" (one seed: no error bars)" if all(
+        (c.get("count", pd.Series([1])) <= 1).all() for c in curves.values()) else " (error bars: std over seeds)"),
+        fontsize=8)
     axes[0, 0].legend(fontsize=7)
-    for k, d in enumerate(ds[:n_heat]):
-        ax = axes[0, len(curves) + k]
-        h = heat[heat.dataset == d].pivot(index="tau_h", columns="tau_b", values="mean")
-        sns.heatmap(h, annot=True, fmt=".3f", cmap="viridis", ax=ax, cbar=False,
-                    annot_kws={"fontsize": 7})
-        ax.set_title(f"{d}: {metric}", fontsize=9)
-    fig.tight_layout()
+    if n_heat:
+        h_all = []
+        for d in ds[:n_heat]:
+            h = heat[heat.dataset == d].pivot(index="tau_h", columns="tau_b", values="mean")
+            ref = h.loc[heat_default[0], heat_default[1]] if heat_default is not None and \
+                heat_default[0] in h.index and heat_default[1] in h.columns else np.nan
+            h_all.append((d, h - ref if np.isfinite(ref) else h, np.isfinite(ref)))
+        vmax = max(float(np.nanmax(np.abs(h.to_numpy()))) for _, h, _ in h_all) or 0.01
+        for k, (d, h, rel) in enumerate(h_all):
+            ax = axes[0, len(curves) + k]
+            im = ax.imshow(h.to_numpy(), cmap="RdBu", vmin=-vmax, vmax=vmax, origin="lower")
+            for i in range(h.shape[0]):
+                for j in range(h.shape[1]):
+                    v = h.to_numpy()[i, j]
+                    ax.text(j, i, "n/a" if not np.isfinite(v) else f"{v:+.3f}", ha="center", va="center", fontsize=7)
+            ax.set_xticks(range(h.shape[1]), [f"{v:g}" for v in h.columns])
+            ax.set_yticks(range(h.shape[0]), [f"{v:g}" for v in h.index])
+            ax.set_xlabel("tau_b")
+            ax.set_ylabel("tau_h")
+            ax.grid(False)
+            ax.set_title(f"{d}", fontsize=8)
+        cb = fig.colorbar(im, ax=list(axes[0, len(curves):]), fraction=0.03, pad=0.02)
+        cb.set_label(f"{metric} − value at default (tau_h, tau_b) = {heat_default}", fontsize=7)
     return fig
 
 
@@ -250,23 +387,6 @@ def fig6_gradcam(images, labels, class_names, columns: dict, test_index=None, ti
     note = ("Grad-CAM for the true label; panel titles: predicted probability of the true "
             "class\n(green: classified correctly, red: misclassified).")
     return _cam_grid(rows, heads, row_labels, title, note)
-
-
-def fig7_bank_gradcam(x1, cam1, p1, xa, cama, pa, row_labels, alphas=None, title: str = ""):
-    """Paper Fig. 7: per row a training image ``x1``, its Grad-CAM, its MedDiffuseMix bank
-    image and that image's Grad-CAM (same classifier, ``x1``'s label); CAM panels titled
-    with the probability of ``x1``'s label, the bank image with its alpha."""
-    rows = []
-    for i in range(len(x1)):
-        a = "" if alphas is None else f"α = {float(alphas[i]):.2f}"
-        rows.append([{"img": x1[i]},
-                     {"img": x1[i], "cam": cam1[i], "text": f"p(y) = {float(p1[i]):.2f}"},
-                     {"img": xa[i], "text": a},
-                     {"img": xa[i], "cam": cama[i], "text": f"p(y) = {float(pa[i]):.2f}"}])
-    heads = ["original $x_1$", "Grad-CAM", "MedDiffuseMix", "Grad-CAM"]
-    note = ("Grad-CAM for the label of $x_1$; p(y): predicted probability of that label; "
-            "α: weight of the same-class\npartner $x_2$ inside the mixing mask (Eq. 4), after the saliency-preservation check.")
-    return _cam_grid(rows, heads, list(row_labels), title, note)
 
 
 def tsne_figure(panels: list[dict], class_names, title: str = "", ncols: int = 4):

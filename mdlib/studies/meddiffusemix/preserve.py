@@ -126,3 +126,82 @@ def preservation_table(results: dict, x_all, y_all, idx, saliency_all, guidance,
             row["mean_alpha"] = float(rec["alpha"].mean())
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------- independent judge
+def judge_table(results: dict, x_all, y_all, idx, judge, tau_h: float, delta: float = 0.7
+                ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Saliency preservation measured by an **independent judge**: a classifier of another
+    architecture and seed than the guidance classifier that MedDiffuseMix's check
+    (Eq. 8) enforces, trained on the same training split only
+    (:func:`mdlib.runs.tasks.guidance_model` with ``section="judge"``). MedDiffuseMix
+    accepts a sample by the guidance classifier's saliency, so that classifier cannot
+    also be the judge of whether saliency was preserved.
+
+    For each image ``x1`` the judge's own Grad-CAM ``J(x1)`` (for ``x1``'s label) gives its
+    high-saliency region ``R_h^J(x1) = J(x1) > tau_h``; per method:
+
+    * ``judge_kept``: mean of ``J(x_aug)`` inside ``R_h^J(x1)`` (images with an empty region
+      left out), its 95% t-interval over images, and the share at or above ``delta``;
+    * ``judge_label_agreement``: the judge predicts the dominant class of the augmented
+      soft label.
+
+    Returns ``(one row per method, one row per image and method)`` (the per-image values
+    pair the methods on the same images, see :func:`paired_vs_reference`)."""
+    from ...runs.results import mean_std_ci
+    x1, y1 = x_all[idx].float(), y_all[idx].long()
+    j1 = gradcam(judge, x1, y1).cpu()
+    rh = j1 > tau_h
+    n = rh.flatten(1).sum(1)
+    has = (n > 0).numpy()
+    rows, per = [], []
+    for method, (xa, ya, _) in results.items():
+        xa = xa.float()
+        ja = gradcam(judge, xa, y1).cpu()
+        kept = ((ja * rh).flatten(1).sum(1) / n.clamp(min=1)).numpy()
+        agree = predict_proba(judge, xa).argmax(1) == ya.argmax(1).numpy()
+        s = mean_std_ci(kept[has])
+        rows.append({"method": method, "n": int(has.sum()), "judge_kept": s["mean"],
+                     "judge_kept_ci95": s["ci95"],
+                     f"judge_kept_ge_{delta:g}": float((kept[has] >= delta).mean()),
+                     "judge_label_agreement": float(agree.mean())})
+        per.append(pd.DataFrame({"method": method, "image": idx.numpy(), "has_region": has,
+                                 "judge_kept": kept, "judge_agrees": agree}))
+    return pd.DataFrame(rows), pd.concat(per, ignore_index=True)
+
+
+def paired_vs_reference(per_image: pd.DataFrame, reference: str = "no_aug",
+                        value: str = "judge_kept") -> pd.DataFrame:
+    """Each method against ``reference`` on the same images: mean paired difference of
+    ``value`` with its 95% t-interval, the paired t-test and Wilcoxon signed-rank p-values,
+    Holm-adjusted over the methods compared (one family)."""
+    from scipy import stats
+
+    from ...runs.results import holm, mean_std_ci
+    d = per_image[per_image["has_region"]] if "has_region" in per_image else per_image
+    w = d.pivot_table(index="image", columns="method", values=value, aggfunc="first")
+    rows = []
+    for m in w.columns:
+        if m == reference:
+            continue
+        diff = (w[m] - w[reference]).dropna().to_numpy(float)
+        s = mean_std_ci(diff)
+        nz = diff[diff != 0]
+        rows.append({"method": m, "reference": reference, "n_images": len(diff),
+                     "diff": s["mean"], "ci95": s["ci95"],
+                     "t_p": float(stats.ttest_1samp(diff, 0).pvalue) if s["std"] > 0 else float("nan"),
+                     "wilcoxon_p": float(stats.wilcoxon(nz).pvalue) if len(nz) >= 1 else float("nan")})
+    out = pd.DataFrame(rows)
+    if len(out):
+        out["t_p_holm"] = holm(out["t_p"])
+        out["wilcoxon_p_holm"] = holm(out["wilcoxon_p"])
+    return out
+
+
+def mdm_masks(aug, saliency_all, idx, partners) -> torch.Tensor:
+    """MedDiffuseMix's smoothed mask ``M_s`` (Eq. 1-3) for the images ``idx`` and their
+    recorded ``partners`` (from the saliency maps it used), for the figures."""
+    p = aug.params
+    s1, s2 = saliency_all[torch.as_tensor(idx)].float(), saliency_all[torch.as_tensor(partners)].float()
+    _, _, _, m = augment.regions(s1, s2, p["tau_h"], p["tau_b"])
+    return augment.smooth_mask(m, p["sigma"] if p["smooth"] else 0.0)

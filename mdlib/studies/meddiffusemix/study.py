@@ -8,6 +8,7 @@ Training itself goes through :mod:`mdlib.runs.tasks`.
 """
 from __future__ import annotations
 
+import copy
 import json
 
 import pandas as pd
@@ -159,3 +160,38 @@ def shared_keys(params: dict, profile: str) -> list[str]:
     return [json.dumps(["resources", *base, rs], sort_keys=True),
             json.dumps(["bank", *base, seed, params["METHOD"], params.get("METHOD_PARAMS")],
                        sort_keys=True)]
+
+
+# --------------------------------------------------------------------------- the study's resources
+def study_configs(prof: dict, datasets=None) -> list[tuple[str, int, dict]]:
+    """``(dataset, image size, profile copy)`` for every dataset and image size the study
+    trains on: the profile's ``study_datasets`` at its ``image_size``, then the resolution
+    checks of ``study_sizes`` (``{dataset: [sizes]}``). Each profile copy has the dataset's
+    study setting applied (:func:`mdlib.runs.tasks.study_setup`: its limited-data subset),
+    so that notebooks 01 and 03-05 show exactly the resources the sweeps train and use
+    (the same run hashes). ``datasets`` restricts the list (a list or a comma-separated
+    string)."""
+    if isinstance(datasets, str):
+        datasets = [d.strip() for d in datasets.split(",") if d.strip()]
+    names = list(datasets or prof.get("study_datasets") or prof.get("datasets") or [])
+    unknown = [n for n in names if n not in data_mod.dataset_names()]
+    if unknown:
+        raise ValueError(f"unknown dataset(s) {unknown}; known: {data_mod.dataset_names()}")
+    out = []
+    for name in names:
+        sizes = [int(prof["image_size"])]
+        sizes += [int(s) for s in (prof.get("study_sizes") or {}).get(name, []) if int(s) not in sizes]
+        for size in sizes:
+            p = copy.deepcopy(prof)
+            p["image_size"] = size
+            p, _ = tasks.study_setup(p, name)
+            out.append((name, size, p))
+    return out
+
+
+def cell_labels(df: pd.DataFrame, prof: dict) -> list[str]:
+    """A readable label per row of a runs / tests table: ``"<dataset> · <model>"``, with the
+    image size appended where it is not the profile's (e.g. the 64 px resolution check)."""
+    size = int(prof["image_size"])
+    return [f"{d} · {m}" + ("" if int(s) == size else f" · {int(s)} px")
+            for d, m, s in zip(df["dataset"], df["model"], df["image_size"])]

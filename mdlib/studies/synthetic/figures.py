@@ -53,7 +53,7 @@ def size_sweep(summary: pd.DataFrame, model: str, metrics=("test_acc", "test_auc
             ax.set_xticks(mults)
             ax.set_xticklabels([f"{x:g}x" for x in mults])
             ax.minorticks_off()
-            ax.set_ylabel(METRIC_LABELS.get(m, m))
+            ax.set_ylabel(METRIC_LABELS.get(m, m) + "\n(mean, 95% CI over seeds)", fontsize=8)
             if i == len(metrics) - 1:
                 ax.set_xlabel("synthetic set size (x real training split)")
             if i == 0:
@@ -65,15 +65,21 @@ def size_sweep(summary: pd.DataFrame, model: str, metrics=("test_acc", "test_auc
 
 
 def regime_bars(summary: pd.DataFrame, multiple: float, metric: str = "test_acc",
-                model_labels: dict | None = None, majority: dict | None = None):
+                model_labels: dict | None = None, majority: dict | None = None,
+                tests: pd.DataFrame | None = None):
     """Per dataset: one group of bars per backbone (real only, synthetic only, real +
-    synthetic at ``multiple``), 95% CI over seeds; ``majority`` (dataset -> accuracy of
-    the most frequent test class) dotted on accuracy panels."""
+    synthetic at ``multiple``), bars = mean, error bars = 95% CI over seeds; ``majority``
+    (dataset -> accuracy of the most frequent test class) dotted on accuracy panels. With
+    ``tests`` (paired tests against real-only training: columns dataset, model, regime,
+    multiple, metric, diff, diff_ci95), a second row shows each regime's paired difference
+    to real-only training with its 95% t-interval."""
     s = summary[(summary.regime == "real") | (summary.multiple == multiple)]
     datasets = list(s.dataset.unique())
     models = list(dict.fromkeys(s.model))
     regimes = ["real", "synthetic", "real+synthetic"]
-    fig, axes = plt.subplots(1, len(datasets), figsize=(4.4 * len(datasets), 3.2), squeeze=False)
+    rows = 2 if tests is not None and len(tests) else 1
+    fig, axes = plt.subplots(rows, len(datasets), figsize=(4.4 * len(datasets), 3.2 * rows), squeeze=False,
+                             gridspec_kw={"height_ratios": [1.3, 1][:rows]})
     w = 0.8 / len(regimes)
     for j, ds in enumerate(datasets):
         ax = axes[0, j]
@@ -91,8 +97,21 @@ def regime_bars(summary: pd.DataFrame, multiple: float, metric: str = "test_acc"
         ax.set_xticklabels([(model_labels or {}).get(m, m) for m in models], fontsize=8)
         lo = np.nanmin(d[f"{metric}_mean"]) if len(d) else 0
         ax.set_ylim(max(0.0, lo - 0.15), 1.0)
-        ax.set_ylabel(METRIC_LABELS.get(metric, metric))
+        ax.set_ylabel(METRIC_LABELS.get(metric, metric) + "\n(mean, 95% CI over seeds)", fontsize=8)
         ax.set_title(ds, fontsize=10)
+        if rows == 2:
+            ax2 = axes[1, j]
+            t = tests[(tests.dataset == ds) & (tests.metric == metric) & np.isclose(tests.multiple, multiple)]
+            for k, regime in enumerate(regimes[1:], start=1):
+                tr = t[t.regime == regime].set_index("model").reindex(models)
+                x = np.arange(len(models)) + (k - (len(regimes) - 1) / 2) * w
+                ax2.errorbar(x, tr["diff"], yerr=tr["diff_ci95"].fillna(0), fmt="o", capsize=3,
+                             color=REGIME_COLORS[regime])
+            ax2.axhline(0, color="0.4", lw=0.8)
+            ax2.set_xticks(np.arange(len(models)))
+            ax2.set_xticklabels([(model_labels or {}).get(m, m) for m in models], fontsize=8)
+            ax2.set_xlim(-0.5, len(models) - 0.5)
+            ax2.set_ylabel("regime − real only\n(paired over seeds, 95% CI)", fontsize=8)
     axes[0, -1].legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     return fig
@@ -130,6 +149,18 @@ def explanation_grid(images, labels, class_names, expl: dict, title: str = ""):
     if title:
         fig.suptitle(title, y=1.0)
     fig.tight_layout()
+    fig.subplots_adjust(bottom=0.09)
+    import matplotlib as mpl
+    for cmap, norm, cols_, label in (
+            ("jet", mpl.colors.Normalize(0, 1), range(1, 1 + len(names)), "Grad-CAM (per-image 0-1)"),
+            ("bwr", mpl.colors.Normalize(-1, 1), range(1 + len(names), cols), "LIME weight / max |weight| (red: for the true class)")):
+        cols_ = list(cols_)
+        l = axes[-1, cols_[0]].get_position()
+        r = axes[-1, cols_[-1]].get_position()
+        cax = fig.add_axes([l.x0, 0.035, r.x1 - l.x0, 0.012])
+        cb = fig.colorbar(mpl.cm.ScalarMappable(norm=norm, cmap=cmap), cax=cax, orientation="horizontal")
+        cb.set_label(label, fontsize=6.5)
+        cb.ax.tick_params(labelsize=6)
     return fig
 
 

@@ -37,7 +37,34 @@ def synthetic_section(fig: Path, profile: str) -> str:
         out += ["Agreement of the explanations on real test images (mean per-image Pearson "
                 f"correlation of the maps; `figures/{profile}/12_explanations.csv`):", "",
                 agg.to_markdown(index=False, floatfmt=".2f"), ""]
+    out += findings(fig)
     return "\n".join(out)
+
+
+def findings(fig: Path) -> list[str]:
+    """Generated statements from ``12_paired_tests.csv``: per dataset, model and regime,
+    the range of the paired differences to real-only training over the synthetic-set
+    sizes and how many are significant after Holm (one family per dataset, model, metric)."""
+    f = fig / "12_paired_tests.csv"
+    if not f.is_file():
+        return []
+    t = pd.read_csv(f)
+    pcol = "p_holm" if "p_holm" in t else "t_p"
+    out = ["What the paired tests support (`12_paired_tests.csv`; differences to real-only "
+           "training of the same model and seeds, " + ("Holm-adjusted within each dataset, "
+           "model and metric" if pcol == "p_holm" else "unadjusted") + "):", ""]
+    for (ds, model, regime), g in t.groupby(["dataset", "model", "regime"], sort=True):
+        parts = []
+        for metric, name in (("test_acc", "accuracy"), ("test_auc", "AUC")):
+            h = g[g.metric == metric]
+            if not len(h):
+                continue
+            sig = h[h[pcol] < 0.05]
+            rng = (f"{h['diff'].min():+.3f}" if len(h) == 1 else
+                   f"{h['diff'].min():+.3f} to {h['diff'].max():+.3f}")
+            parts.append(f"{name} {rng} ({len(sig)} of {len(h)} sizes significant)")
+        out.append(f"- {ds} · {model} · {regime}: " + "; ".join(parts) + ".")
+    return out + [""]
 
 
 SECTIONS = (synthetic_section,)

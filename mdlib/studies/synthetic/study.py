@@ -27,6 +27,7 @@ Runs go to ``runs/synthetic/<profile>/<hash>/`` with the files of a study run
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -118,7 +119,6 @@ def regime_data(real, x_pool: np.ndarray | None, y_pool: np.ndarray | None, regi
                 multiple: float):
     """``real`` (an :class:`~mdlib.data.ImageDataset`) with its training split replaced
     by the regime's training set; validation and test stay real."""
-    from ...data import ImageDataset
     if regime not in REGIMES:
         raise ValueError(f"regime '{regime}': expected one of {REGIMES}")
     if regime == "real":
@@ -133,9 +133,9 @@ def regime_data(real, x_pool: np.ndarray | None, y_pool: np.ndarray | None, regi
         ys = np.concatenate([real.y("train"), ys])
     splits = dict(real.splits)
     splits["train"] = (xs, ys)
-    return ImageDataset(real.name, real.size, real.n_classes, real.channels, real.modality,
-                        real.class_names, splits, real.source,
-                        dict(real.meta, regime=regime, multiple=multiple))
+    groups = None if real.groups is None else dict(real.groups, train=None)  # synthetic: no groups
+    return dataclasses.replace(real, splits=splits, groups=groups,
+                               meta=dict(real.meta, regime=regime, multiple=multiple))
 
 
 def budget_epochs(epochs: int, n_real: int, n_train: int, batch_size: int,
@@ -278,10 +278,16 @@ def summary(df: pd.DataFrame) -> pd.DataFrame:
 
 # --------------------------------------------------------------------------- explanations
 def lime_maps(model, x, targets, num_samples: int = 1000, n_segments: int = 25,
-              seed: int = 0, batch_size: int = 500) -> tuple[np.ndarray, np.ndarray]:
+              seed: int = 0, batch_size: int = 500, hide: str = "mean"
+              ) -> tuple[np.ndarray, np.ndarray]:
     """LIME (``lime.lime_image``) attribution maps of ``model`` for images ``x`` (float
     ``(N, C, H, W)`` in [0, 1]) and their ``targets``: each superpixel's weight (SLIC
-    superpixels, ``n_segments``; hidden superpixels are set to 0) painted onto its pixels.
+    superpixels, ``n_segments``) painted onto its pixels. ``hide``: how a superpixel is
+    hidden in a perturbed image: ``"mean"`` (LIME's own default: replaced by its mean
+    intensity, so a hidden region keeps its brightness and only loses its texture) or
+    ``"black"`` (set to 0; on a 28 px radiograph or ultrasound image black patches are far
+    from the data, the classifier's output collapses for most perturbations and the map
+    comes out nearly uniform).
     The perturbed images of one explanation go through the model in batches.
     Returns ``(maps float32 (N, H, W), superpixel label maps int (N, H, W))``."""
     import torch
@@ -303,12 +309,15 @@ def lime_maps(model, x, targets, num_samples: int = 1000, n_segments: int = 25,
                         channel_axis=None, start_label=0)
         return slic(img, n_segments=n_segments, compactness=10, start_label=0)
 
+    if hide not in ("mean", "black"):
+        raise ValueError(f"hide={hide!r}: expected 'mean' or 'black'")
+    hide_color = None if hide == "mean" else 0
     explainer = lime_image.LimeImageExplainer(random_state=seed)
     maps, segs = [], []
     for img, tgt in zip(x.permute(0, 2, 3, 1).numpy().astype(np.float64), np.asarray(targets)):
         rgb = np.repeat(img, 3, axis=2) if c == 1 else img
         exp = explainer.explain_instance(rgb, classify, labels=(int(tgt),), top_labels=None,
-                                         hide_color=0, num_samples=num_samples,
+                                         hide_color=hide_color, num_samples=num_samples,
                                          batch_size=batch_size, segmentation_fn=segment,
                                          random_seed=seed)
         w = np.zeros(int(exp.segments.max()) + 1)
@@ -332,7 +341,7 @@ def map_correlation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def explain(run_dirs: dict, x, y, lime_samples: int = 1000, lime_segments: int = 25,
-            seed: int = 0) -> dict:
+            seed: int = 0, lime_hide: str = "mean") -> dict:
     """Grad-CAM and LIME maps of several trained classifiers (``{label: run_dir}``) on
     the same real images ``x`` (float ``(N, C, H, W)``), each for the true class ``y``.
     Returns ``{label: {"gradcam", "lime", "prob"}}``, maps ``(N, H, W)`` and the
@@ -346,7 +355,7 @@ def explain(run_dirs: dict, x, y, lime_samples: int = 1000, lime_segments: int =
         model = tasks.load_classifier(rd, device="cpu")
         cam, probs = tasks.cams_and_probs(model, x, y)
         lm, _ = lime_maps(model, x, y, num_samples=lime_samples, n_segments=lime_segments,
-                          seed=seed)
+                          seed=seed, hide=lime_hide)
         out[label] = {"gradcam": cam, "lime": lm, "prob": probs[np.arange(len(y)), y]}
     return out
 

@@ -1,0 +1,60 @@
+"""The study's generators are reproducible (issue: a wall-clock cap made them depend on the
+machine): a step budget and a fixed thread count give the same weights bit for bit,
+through the profile-driven path the study uses (mdlib.runs.tasks.diffusion_run)."""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+import torch
+
+from mdlib import profiles
+from mdlib.runs import tasks
+
+
+def _weights_digest(model_dir: Path) -> str:
+    h = hashlib.sha256()
+    for f in sorted(model_dir.rglob("*.safetensors")):
+        h.update(f.relative_to(model_dir).as_posix().encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+@pytest.fixture
+def tiny_prof():
+    prof = profiles.load("smoke", overrides={"diffusion": {"train_steps": 6, "checkpoint_every": 3,
+                                                            "batch_size": 4}})
+    assert prof["diffusion"].get("max_seconds") is None  # no wall-clock cap
+    assert prof["diffusion"]["threads"] == 1
+    return prof
+
+
+def test_profiles_train_generators_on_a_step_budget():
+    for name in ("smoke", "cpu", "gpu"):
+        d = profiles.load(name)["diffusion"]
+        assert d.get("max_seconds") is None, f"profile {name}: a wall-clock cap makes generators machine-dependent"
+        assert int(d["train_steps"]) >= 1
+
+
+def test_the_same_generator_twice(tiny_prof, data_root, tmp_path, monkeypatch):
+    digests, steps = [], []
+    n_threads = torch.get_num_threads()
+    for k in range(2):
+        monkeypatch.setenv("MDLIB_RUNS_ROOT", str(tmp_path / f"root{k}"))
+        run, _ = tasks.diffusion_run(tiny_prof, "breastmnist", 0, progress=False)
+        assert run.done and run.config["threads"] == 1 and run.config["max_seconds"] is None
+        steps.append(run.info()["steps"])
+        digests.append(_weights_digest(run.path("model")))
+    assert torch.get_num_threads() == n_threads  # the thread setting is restored
+    assert steps == [6, 6]
+    assert digests[0] == digests[1], "two trainings of one configuration gave different weights"
+
+
+def test_per_size_overrides_apply(tiny_prof, data_root):
+    prof = dict(tiny_prof, image_size=64, diffusion_by_size={64: {"block_out_channels": [8, 16, 16]}})
+    data, _ = tasks.load_data(prof, "breastmnist", 0)
+    cfg, keys = tasks.diffusion_config(prof, data, 0)
+    assert tuple(cfg.block_out_channels) == (8, 16, 16) and cfg.image_size == 64
+    cfg28, _ = tasks.diffusion_config(tiny_prof, tasks.load_data(tiny_prof, "breastmnist", 0)[0], 0)
+    assert tuple(cfg28.block_out_channels) == tuple(tiny_prof["diffusion"]["block_out_channels"])
