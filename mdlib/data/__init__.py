@@ -5,6 +5,8 @@ before any work starts (``DataError`` names the file and what is wrong).
   seeded limited-data subsampling;
 * :mod:`.medmnist`: MedMNIST 2D (registry, md5, download);
 * :mod:`.folders`: image folders + CSV (LC25000 lung, grouped split);
+* :mod:`.segmentation`: ``images/`` + ``masks/`` folder pairs, video-sequence groups and a
+  seeded grouped split (CVC-ClinicDB).
 * :mod:`.sources`: where each dataset comes from, and :func:`require`, the check that
   every dataset a profile needs is there (fetched and verified, or refused with a message
   that says which files, from where, and where to put them) before any work starts.
@@ -28,12 +30,17 @@ from .base import (SIZES, SPLITS, DataError, ImageDataset, md5sum, subsample_per
 from .folders import FOLDERS, FolderSpec, grouped_split, load_image_folder
 from .medmnist import (MEDMNIST, REFERENCE_V2_RESNET18_28, MedMNISTSpec, check_file,
                        load_medmnist, medmnist_path)
+from .segmentation import (CVC_CLINICDB_SEQUENCES, SegDataset, cvc_clinicdb, group_agreement,
+                           load_segmentation_folder, published_sequences,
+                           sequence_groups_by_similarity)
 from .sources import profile_datasets, require
 
 __all__ = ["SIZES", "SPLITS", "DataError", "ImageDataset", "md5sum", "subsample_per_class",
            "to_tensor", "validate_arrays", "FOLDERS", "FolderSpec", "grouped_split", "load_image_folder",
            "MEDMNIST", "REFERENCE_V2_RESNET18_28", "MedMNISTSpec", "check_file", "load_medmnist", "medmnist_path",
-           "dataset_names", "load_dataset", "spec", "profile_datasets", "require"]
+           "dataset_names", "load_dataset", "spec", "profile_datasets", "require",
+           "CVC_CLINICDB_SEQUENCES", "SegDataset", "cvc_clinicdb", "group_agreement",
+           "load_segmentation_folder", "published_sequences", "sequence_groups_by_similarity"]
 
 
 def dataset_names() -> list[str]:

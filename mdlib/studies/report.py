@@ -11,13 +11,14 @@ from __future__ import annotations
 import sys
 
 from ..runs.report import main as _main
+from .diffaug.report import SECTIONS as _DIFFAUG
 from .diffmic.report import SECTIONS as _DIFFMIC
 from .lossfid.report import SECTIONS as _LOSSFID
 from .meddiffusemix.report import SECTIONS as _MDM
 from .synthetic.report import SECTIONS as _SYNTHETIC
 
 #: every study's README sections, in the README's order
-SECTIONS = _MDM + _SYNTHETIC + _LOSSFID + _DIFFMIC
+SECTIONS = _MDM + _SYNTHETIC + _LOSSFID + _DIFFAUG + _DIFFMIC
 
 
 def main(argv=None) -> int:

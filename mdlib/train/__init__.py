@@ -1,7 +1,8 @@
 """Training loops. :mod:`.classification`: train on the training split with a pluggable
 augmentation (:mod:`mdlib.augment`'s interface), select on validation AUC, test once;
-seeded and deterministic on CPU. :mod:`.checkpoints`: safetensors. A segmentation trainer
-goes in a module of its own beside them.
+seeded and deterministic on CPU. :mod:`.checkpoints`: safetensors. :mod:`.segmentation`:
+segmenters on a step budget with paired image / mask augmentation, selected on validation
+Dice, tested once, resumable.
 
 Imports data, models, metrics, augment (the interface only) and io; never runs or studies.
 """
@@ -9,7 +10,11 @@ from .checkpoints import load_checkpoint, save_checkpoint
 from .classification import (OPTIMIZERS, SCHEDULERS, TrainConfig, TrainResult, predict_proba,
                              resolve_device, seed_everything, soft_cross_entropy,
                              train_classifier, train_guidance_classifier)
+from .segmentation import (PairedAugment, SegTrainConfig, SegTrainResult, StepCheckpoint,
+                           predict_masks, train_segmenter)
 
 __all__ = ["load_checkpoint", "save_checkpoint", "OPTIMIZERS", "SCHEDULERS", "TrainConfig",
            "TrainResult", "predict_proba", "resolve_device", "seed_everything",
-           "soft_cross_entropy", "train_classifier", "train_guidance_classifier"]
+           "soft_cross_entropy", "train_classifier", "train_guidance_classifier",
+           "PairedAugment", "SegTrainConfig", "SegTrainResult", "StepCheckpoint",
+           "predict_masks", "train_segmenter"]

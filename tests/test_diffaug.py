@@ -1,0 +1,258 @@
+"""The DiffAug study: prompts and their embeddings, placement on normal tissue, the gate's
+IoU, the generator (Eq. 7, guided DDIM inpainting that leaves the background untouched),
+statistics, and the protocol's promise that the test frames never reach training: swapping
+them changes nothing the autoencoder, generator, gate and segmenters learned."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from mdlib import profiles
+from mdlib.models import segmentation as sm
+from mdlib.studies.diffaug import analysis, evaluate, prompts as P, synthesis as S
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def disk(size, cy, cx, r):
+    yy, xx = np.mgrid[:size, :size]
+    return (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
+
+
+# --------------------------------------------------------------------------- prompts
+def test_attribute_words_and_prompt():
+    img = (120 + np.random.default_rng(0).integers(0, 9, (96, 96, 1))).astype(np.uint8).repeat(3, -1)
+    m = np.zeros((96, 96), bool)
+    m[12:21, 12:21] = True                        # 81 px = 0.9%: small, convex, upper left
+    img[m] = (200, 60, 60)                        # redder than the mucosa, flat (smooth)
+    a = P.attributes(img, m.astype(np.uint8))
+    th = P.Thresholds(redness_lo=0.0, redness_hi=10.0, texture_mid=5.0)
+    w = P.words(a, th)
+    assert (w["size"], w["shape"], w["colour"], w["location"]) == ("small", "round", "reddish", "upper left")
+    assert P.compose(w) == ("colonoscopy frame with a small round reddish polyp with a smooth surface "
+                            "at the upper left")
+    big = np.zeros((96, 96), bool)
+    big[30:70, 20:80] = True                      # 26%: large, oval (eccentricity 0.8)
+    w2 = P.words(P.attributes(img, big.astype(np.uint8)), th)
+    assert w2["size"] == "large" and w2["shape"] in ("oval", "round") and w2["location"] == "centre"
+    lobed = disk(96, 50, 40, 12) | disk(96, 50, 62, 12)
+    lobed[50:, :] = False
+    assert P.words(P.attributes(img, lobed.astype(np.uint8)), th)["shape"] == "irregular lobulated"
+    assert P.paper_prompts() and "healthy mucosa" in P.PAPER_BANK["negative"]
+
+
+def test_thresholds_are_training_terciles():
+    t = pd.DataFrame({"redness": np.arange(9.0), "texture": np.arange(9.0)})
+    th = P.fit_thresholds(t)
+    assert th.redness_lo == pytest.approx(np.quantile(np.arange(9.0), 1 / 3))
+    assert th.texture_mid == 4.0
+
+
+def test_text_encoder_offline_token_embeddings():
+    enc = P.TextEncoder(max_tokens=16)
+    e, m = enc.encode(["a small polyp", "", "a small polyp", "a large pedunculated polyp"])
+    assert e.shape == (4, 16, enc.dim) and enc.dim == 384 and m.shape == (4, 16)
+    assert np.array_equal(e[0], e[2]) and not np.allclose(e[0], e[3])
+    assert m[1].sum() == 2 and m[0].sum() > m[1].sum()      # "" is [CLS] [SEP]
+    assert (e[~m] == 0).all()
+
+
+# --------------------------------------------------------------------------- synthesis
+def test_placement_stays_inside_the_allowed_region():
+    rng = np.random.default_rng(0)
+    allowed = np.zeros((64, 64), bool)
+    allowed[8:40, 20:60] = True
+    crop = disk(13, 6, 6, 6)
+    for _ in range(20):
+        placed, geo = S.place(crop, allowed, rng, scale=(0.6, 1.3))
+        assert placed is not None and placed.any() and not (placed & ~allowed).any()
+    none, _ = S.place(crop, np.zeros((64, 64), bool), rng)
+    assert none is None
+
+
+def test_visible_field_excludes_the_black_border():
+    f = np.full((64, 64, 3), 150, np.uint8)
+    f[:, :10] = 0
+    v = S.visible_field(f, 3)
+    assert not v[:, :8].any() and v[20:40, 20:40].all() and not v[:2].any()
+
+
+def _train_set(n=6, size=64, seed=0):
+    rng = np.random.default_rng(seed)
+    x = np.full((n, size, size, 3), 140, np.uint8) + rng.integers(0, 10, (n, size, size, 1)).astype(np.uint8)
+    m = np.zeros((n, size, size), np.uint8)
+    for i in range(n):
+        m[i][disk(size, 20 + 3 * i, 20, 6)] = 1
+    return x, m
+
+
+def test_plan_is_deterministic_and_avoids_the_own_polyp():
+    x, m = _train_set()
+    perm = np.random.default_rng(0).permutation(len(x))
+    donors = [{"colour": "pale", "surface": "smooth surface"}, {"colour": "", "surface": "irregular surface"}]
+    a = S.plan_sample(3, x, m, perm, donors, seed=7)
+    b = S.plan_sample(3, x, m, perm, donors, seed=7)
+    assert a["record"] == b["record"] and np.array_equal(a["mask"], b["mask"])
+    r = a["record"]
+    assert r["target"] == perm[3] and r["source"] != r["target"] and r["placed"]
+    from scipy import ndimage as ndi
+    near_own = ndi.binary_dilation(m[r["target"]] > 0, iterations=2)
+    assert not (a["mask"] & near_own).any()
+    assert r["prompt_text"].startswith("colonoscopy frame with a ")
+    assert S.prompt_for(r, "single_prompt") == P.GENERIC_PROMPT and S.prompt_for(r, "no_text") == ""
+
+
+def test_gate_iou_ignores_the_frames_own_polyp():
+    own = np.zeros((1, 20, 20), bool)
+    own[0, 0:4, 0:4] = True
+    intended = np.zeros_like(own)
+    intended[0, 10:16, 10:16] = True              # 36 px
+    pred = own | intended                          # finds both polyps
+    assert S.gate_iou(pred, intended, own, margin_px=3)[0] == 1.0
+    half = own.copy()
+    half[0, 10:16, 10:13] = True                   # half of the new polyp
+    assert S.gate_iou(half, intended, own, margin_px=3)[0] == pytest.approx(18 / 36)
+    nothing = own.copy()
+    assert S.gate_iou(nothing, intended, own, margin_px=3)[0] == 0.0
+
+
+# --------------------------------------------------------------------------- generator
+def _tiny_codec():
+    ae = sm.build_autoencoder(sm.AEConfig(block_out_channels=(8, 8), norm_num_groups=4))
+    return sm.LatentCodec(ae, 1.0)
+
+
+def test_generator_trains_and_inpaints_only_the_region():
+    from mdlib.studies.diffaug.generator import GenTrainConfig, _feather, inpaint, train_generator
+    codec = _tiny_codec()
+    net = sm.InpaintConfig(block_out_channels=(8, 16), norm_num_groups=4, cross_attention_dim=12)
+    frames = torch.rand(4, 3, 16, 16)
+    masks = torch.zeros(4, 1, 16, 16)
+    masks[:, :, 4:10, 4:10] = 1
+    emb = np.random.default_rng(0).normal(size=(3, 5, 12)).astype(np.float32)
+    emsk = np.ones((3, 5), bool)
+    cfg = GenTrainConfig(steps=3, batch_size=2, warmup_steps=1, checkpoint_every=100)
+    ema, raw, hist, _ = train_generator(codec, frames, masks, emb, emsk, np.array([2, 2, 2, 2]), 0, 1,
+                                        net, cfg, progress=False)
+    assert len(hist) == 3 and np.isfinite(hist[["inside", "outside"]].to_numpy()).all()
+    assert (hist.outside > 0).all()                # the preservation term is live (has a gradient)
+    unet = sm.build_inpaint_unet(net, 4)
+    unet.load_state_dict(ema)
+    region = torch.zeros(2, 1, 16, 16)
+    region[:, :, 5:9, 5:9] = 1
+    cond = (emb[[2, 2]], emsk[[2, 2]])
+    out1 = inpaint(unet, codec, frames[:2], region, cond, (emb[:1], emsk[:1]), [1, 2], steps=3, guidance=3.0)
+    out2 = inpaint(unet, codec, frames[:2], region, cond, (emb[:1], emsk[:1]), [1, 2], steps=3, guidance=3.0)
+    assert torch.equal(out1, out2)                 # seeded per sample
+    w = _feather(region, 1.0 * 16 / 96)
+    keep = (w == 0).expand_as(out1)
+    assert keep.any() and torch.equal(out1[keep], frames[:2][keep])   # background untouched
+    assert not torch.equal(out1[~keep], frames[:2][~keep])
+    plain = inpaint(unet, codec, frames[:2], region, cond, (emb[:1], emsk[:1]), [1, 2], steps=3, guidance=1.0)
+    assert plain.shape == out1.shape
+
+
+# --------------------------------------------------------------------------- statistics
+def test_group_bootstrap_and_detectable_difference():
+    from scipy import stats
+    same = analysis.group_bootstrap(np.full(12, 0.5), np.full(12, 0.4), np.repeat(np.arange(4), 3))
+    assert same["diff"] == pytest.approx(0.1) and same["boot_lo"] == pytest.approx(0.1)
+    assert same["boot_hi"] == pytest.approx(0.1) and same["boot_p"] == 0.0 and same["n_groups"] == 4
+    rng = np.random.default_rng(0)
+    g = np.repeat(np.arange(6), 20)
+    d = np.repeat(rng.normal(0, 1, 6), 20) + rng.normal(0, 0.05, 120)   # differences shared within a group
+    grouped = analysis.group_bootstrap(d, np.zeros(120), g)
+    frames = analysis.group_bootstrap(d, np.zeros(120), np.arange(120))
+    assert grouped["boot_hi"] - grouped["boot_lo"] > 3 * (frames["boot_hi"] - frames["boot_lo"])
+    x = np.array([0.01, 0.03, 0.02])
+    want = (stats.t.ppf(0.975, 2) + stats.t.ppf(0.8, 2)) * x.std(ddof=1) / np.sqrt(3)
+    assert analysis.detectable_difference(x) == pytest.approx(want)
+    assert np.isnan(analysis.detectable_difference([0.1]))
+
+
+# --------------------------------------------------------------------------- the protocol
+def _folder(root, seed=0, n=80, size=32, replace_ids=()):
+    """Frames named 1..n (CVC-ClinicDB's first five sequences) with one reddish blob each."""
+    rng = np.random.default_rng(seed)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    (root / "masks").mkdir(exist_ok=True)
+    for i in range(1, n + 1):
+        r = np.random.default_rng([seed + (1000 if str(i) in replace_ids else 0), i])
+        x = np.full((size, size, 3), (150, 110, 100), np.uint8) + r.integers(0, 20, (size, size, 1)).astype(np.uint8)
+        m = disk(size, int(r.integers(8, 24)), int(r.integers(8, 24)), int(r.integers(3, 7)))
+        x[m] = (200, 70, 60)
+        Image.fromarray(x).save(root / "images" / f"{i}.png")
+        Image.fromarray(m.astype(np.uint8) * 255).save(root / "masks" / f"{i}.png")
+    return root
+
+
+def _tiny_profile(root):
+    return profiles.load("smoke", overrides={"diffaug": {
+        "data": {"root": str(root), "n_test": 16, "n_val": 12, "split_seed": 0},
+        "subset": {"train": 20, "val": 6, "test": None}, "image_size": 32, "jobs": 1,
+        "autoencoder": {"steps": 2, "batch_size": 4},
+        "train": {"steps": 2, "batch_size": 4, "eval_every": 1, "checkpoint_every": 1},
+        "generator": {"train": {"steps": 2, "batch_size": 4, "warmup_steps": 1, "checkpoint_every": 1}},
+        "synthesis": {"steps": 2, "batch": 8, "max_generations_factor": 0.5},
+        "gate": {"theta": 0.01, "iterative_steps": 2, "seed": 0}, "multiples": [0.5, 1]}})
+
+
+def _learned(prof):
+    from mdlib.studies.diffaug import study
+    study._DATA.clear()
+    study._CACHE.clear()
+    ae = study.autoencoder_run(prof, progress=False)
+    judge = study.segmenter_run(prof, study.arm("unet"), 0, progress=False)
+    gate = study.segmenter_run(prof, study.gate_arm(), 0, progress=False)
+    gen = study.generator_run(prof, progress=False)
+    pool = study.ensure_pool(prof, "text", progress=False)
+    aug = study.segmenter_run(prof, study.arm("unet", "text", "single", 1.0), 0, progress=False)
+    from mdlib.train.checkpoints import load_checkpoint
+    w = {"autoencoder": load_checkpoint(ae.path("ae.safetensors"))[0],
+         "judge U-Net": load_checkpoint(judge.path("model.safetensors"))[0],
+         "gate": load_checkpoint(gate.path("model.safetensors"))[0],
+         "generator": load_checkpoint(gen.path("unet_ema.safetensors"))[0],
+         "U-Net + DiffAug": load_checkpoint(aug.path("model.safetensors"))[0]}
+    p = study.read_pool(pool)
+    return w, p, judge, study.dataset(prof)
+
+
+def test_swapping_the_test_frames_changes_nothing_learned(tmp_path, monkeypatch):
+    a_root = _folder(tmp_path / "a")
+    prof_a = _tiny_profile(a_root)
+    monkeypatch.setenv("MDLIB_RUNS_ROOT", str(tmp_path / "runs_a"))
+    wa, pa, judge_a, ds_a = _learned(prof_a)
+    test_ids = set(ds_a.ids_of("test"))
+    assert len(test_ids) >= 10
+    b_root = _folder(tmp_path / "b", replace_ids=test_ids)      # only the test frames differ
+    prof_b = _tiny_profile(b_root)
+    monkeypatch.setenv("MDLIB_RUNS_ROOT", str(tmp_path / "runs_b"))
+    wb, pb, judge_b, ds_b = _learned(prof_b)
+    assert not np.array_equal(ds_a.x("test"), ds_b.x("test"))      # the swap happened
+    assert np.array_equal(ds_a.x("train"), ds_b.x("train")) and np.array_equal(ds_a.x("val"), ds_b.x("val"))
+    for name in wa:
+        assert wa[name].keys() == wb[name].keys(), name
+        same = all(torch.equal(wa[name][k], wb[name][k]) for k in wa[name])
+        assert same, f"{name}: weights depend on the test frames"
+    assert np.array_equal(pa["x"], pb["x"]) and np.array_equal(pa["iou_single"], pb["iou_single"])
+    ta = pd.read_csv(judge_a.path("test_per_image.csv"))
+    tb = pd.read_csv(judge_b.path("test_per_image.csv"))
+    assert not np.allclose(ta.dice, tb.dice)                       # ... and the test itself changed
+    # the evaluation command on a folder pair reproduces the run's own test record
+    sub = tmp_path / "ext"
+    for d in ("images", "masks"):
+        (sub / d).mkdir(parents=True)
+        for i in ds_a.ids_of("test"):
+            shutil.copy(a_root / d / f"{i}.png", sub / d / f"{i}.png")
+    out = tmp_path / "per_image.csv"
+    assert evaluate.main([str(judge_a.dir), str(sub), "--out", str(out)]) == 0
+    ev = pd.read_csv(out, dtype={"id": str}).merge(ta.astype({"id": str}), on="id", suffixes=("_cmd", "_run"))
+    assert len(ev) == len(ta) and np.allclose(ev.dice_cmd, ev.dice_run)
+    with pytest.raises(FileNotFoundError, match="not a finished segmenter run"):
+        evaluate.evaluate_folder(tmp_path, sub)
