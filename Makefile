@@ -37,7 +37,7 @@ $(STAMP): pyproject.toml Makefile
 # notebook 06 (one training run) is executed by the sweeps of the profile's grids (see
 # study-grids), between notebooks 05 and 07; then the results section of README.md is
 # rewritten. BACKEND=ray runs the sweeps as Ray tasks (every GPU of this machine, or a
-# cluster with ADDRESS=auto | host:6379 | ray://host:10001; README_ray.md).
+# cluster with ADDRESS=auto | host:6379 | ray://host:10001; README.md, section "Running the gpu grids").
 SWEEP_ORDER := main ablation sensitivity
 JOBS ?= 2
 BACKEND ?= local
