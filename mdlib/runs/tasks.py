@@ -118,6 +118,20 @@ def run_classifier(prof: dict, dataset: str, seed: int, method: str = "no_aug",
     return run_once(task, prof["name"], config, work)
 
 
+def record_metrics(run: Run, n_classes: int, res) -> None:
+    """Write a trained classifier's ``metrics.csv`` (split, metric, value),
+    ``history.csv`` and ``test_predictions.csv`` (test_index, label, p0..p{C-1}) from a
+    result with ``val``, ``test``, ``history``, ``test_probs`` and ``test_labels``."""
+    rows = [{"split": s, "metric": k, "value": v}
+            for s, m in (("val", res.val), ("test", res.test)) for k, v in m.items()]
+    run.write_csv("metrics.csv", pd.DataFrame(rows))
+    run.write_csv("history.csv", res.history)
+    pred = pd.DataFrame(res.test_probs, columns=[f"p{c}" for c in range(n_classes)])
+    pred.insert(0, "label", res.test_labels)
+    pred.insert(0, "test_index", np.arange(len(pred)))
+    run.write_csv("test_predictions.csv", pred)
+
+
 def record_classifier(run: Run, data, cfg: TrainConfig, res) -> dict:
     """Write a trained classifier's results into its run directory: ``metrics.csv``,
     ``history.csv``, ``test_predictions.csv``, ``test_features.npz`` and
@@ -125,14 +139,7 @@ def record_classifier(run: Run, data, cfg: TrainConfig, res) -> dict:
     import torch
 
     from ..models import embed
-    rows = [{"split": s, "metric": k, "value": v}
-            for s, m in (("val", res.val), ("test", res.test)) for k, v in m.items()]
-    run.write_csv("metrics.csv", pd.DataFrame(rows))
-    run.write_csv("history.csv", res.history)
-    pred = pd.DataFrame(res.test_probs, columns=[f"p{c}" for c in range(data.n_classes)])
-    pred.insert(0, "label", res.test_labels)
-    pred.insert(0, "test_index", np.arange(len(pred)))
-    run.write_csv("test_predictions.csv", pred)
+    record_metrics(run, data.n_classes, res)
     with torch.no_grad():  # test-set features of the selected model (for t-SNE)
         feats = embed(res.model.cpu(), to_tensor(data.x("test"))).numpy()
     with atomic_path(run.path("test_features.npz")) as tmp:

@@ -47,6 +47,7 @@ import pandas as pd
 from ... import data as data_mod
 from ... import paths, profiles
 from ...io import atomic_path, write_json
+from ...runs import tasks
 from ...runs.store import Run, run_once
 from .model import DiffMICConfig
 from .train import StageConfig
@@ -407,14 +408,7 @@ def diffmic_run(prof: dict, setting: str, seed: int, variant: str = "full",
 
 
 def _record_stage(run: Run, data, res) -> None:
-    rows = [{"split": s, "metric": k, "value": v}
-            for s, m in (("val", res.val), ("test", res.test)) for k, v in m.items()]
-    run.write_csv("metrics.csv", pd.DataFrame(rows))
-    run.write_csv("history.csv", res.history)
-    pred = pd.DataFrame(res.test_probs, columns=[f"p{c}" for c in range(data.n_classes)])
-    pred.insert(0, "label", res.test_labels)
-    pred.insert(0, "test_index", np.arange(len(pred)))
-    run.write_csv("test_predictions.csv", pred)
+    tasks.record_metrics(run, data.n_classes, res)
 
 
 def _savez(path: Path, **arrays) -> None:
