@@ -311,7 +311,9 @@ syn = df[df.variant != "none"]
 assert (syn.n_synthetic <= np.round(syn.multiple * n_real) + 1e-9).all()
 assert (df[df.variant == "none"].n_synthetic == 0).all()
 # the primary test and the Holm family are complete
-assert (tests.role == "primary").sum() == 1 and tests.t_p_holm.notna().all()
+# (a p-value is undefined, NaN, where every seed gives the same difference; Holm leaves it)
+assert (tests.role == "primary").sum() == 1
+assert (tests.t_p_holm.isna() == tests.t_p.isna()).all()
 assert (tests[tests.role == "secondary"].t_p_holm >= tests[tests.role == "secondary"].t_p - 1e-12).all()
 # the throughput table: three segmenter rows and the generator, positive rates
 assert len(tab4) == 4 and (tab4.images_per_s > 0).all()
