@@ -111,7 +111,8 @@ def convergence_curves(curves: pd.DataFrame, metric_label: str = "validation F1"
 def sweep_lines(sens: pd.DataFrame, params, labels: dict, metrics=("test_acc", "test_f1"),
                 defaults: dict | None = None):
     """Fig. 4 / Table V: validation and test metrics against a swept parameter, mean over
-    seeds, error bars: std over seeds; the default value dotted."""
+    seeds, error bars: std over seeds (none for a single seed, said in the title); the
+    default value dotted."""
     settings = list(dict.fromkeys(sens.setting))
     params = list(params)
     fig, axes = plt.subplots(len(settings) * len(metrics), len(params), squeeze=False,
@@ -128,8 +129,12 @@ def sweep_lines(sens: pd.DataFrame, params, labels: dict, metrics=("test_acc", "
                         continue
                     for split, ls in (("test", "-"), ("val", ":")):
                         mm = m.replace("test_", f"{split}_")
-                        ax.errorbar(d.value, d[f"{mm}_mean"], yerr=d[f"{mm}_std"].fillna(0),
-                                    ls=ls, marker="o", ms=3, capsize=2,
+                        if (d.seeds > 1).any():
+                            ax.errorbar(d.value, d[f"{mm}_mean"], yerr=d[f"{mm}_std"].fillna(0),
+                                        ls=ls, marker="o", ms=3, capsize=2,
+                                        label=f"{labels.get(key, key)}: {split}")
+                        else:  # one seed: no spread to show
+                            ax.plot(d.value, d[f"{mm}_mean"], ls=ls, marker="o", ms=3,
                                     label=f"{labels.get(key, key)}: {split}")
                     base = (defaults or {}).get(keys[0])
                     if base is not None:
@@ -137,7 +142,10 @@ def sweep_lines(sens: pd.DataFrame, params, labels: dict, metrics=("test_acc", "
                 ax.set_xlabel(labels.get(keys[0], keys[0]) if len(keys) == 1 else "K")
                 ax.set_ylabel(f"{METRIC_LABELS.get(m, m).replace('test ', '')} ({st})")
                 ax.legend(fontsize=6)
-    fig.suptitle("mean ± std over seeds; solid: test, dotted: validation; vertical: default",
+    n = sorted(set(int(v) for v in sens.seeds))
+    what = ("one seed, no error bars" if n == [1] else
+            f"mean ± std over {'/'.join(map(str, n))} seeds")
+    fig.suptitle(f"{what}; solid: test, dotted: validation; vertical: default",
                  y=1.0, fontsize=9)
     fig.tight_layout()
     return fig

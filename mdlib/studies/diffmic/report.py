@@ -25,8 +25,8 @@ def _p(p) -> str:
 
 def _verdict(r) -> str:
     """The primary comparison in words: a significant gain or loss at 0.05, else none."""
-    if pd.isna(r.t_p):
-        return "not testable"
+    if pd.isna(r.t_p):  # every seed gave the same difference: no spread, no t-test
+        return "not testable by the t-test (the same difference on every seed; see the bootstrap)"
     if r.t_p < 0.05:
         return ("DiffMIC-v2 better" if r["diff"] > 0 else "DiffMIC-v2 worse") + " (p < 0.05)"
     return f"no significant difference (could detect |diff| >= {r.mde:.3f})"
@@ -60,7 +60,7 @@ def table2_section(fig: Path, profile: str) -> list[str]:
         "setting": prim.setting,
         "DiffMIC-v2 − C1 accuracy (± 95% CI)": [ci_text(a, b) for a, b in zip(prim["diff"], prim.diff_ci95)],
         "paired t p": prim.t_p.map(_p), "level": prim.significance,
-        "smallest detectable": prim.mde.map(lambda v: f"{v:.3f}"),
+        "smallest detectable": ["-" if pd.isna(p) else f"{v:.3f}" for v, p in zip(prim.mde, prim.t_p)],
         "image bootstrap diff [95% CI], p": [f"{a:+.3f} [{lo:+.3f}, {hi:+.3f}], {_p(p)}"
                                              for a, lo, hi, p in zip(prim.img_diff, prim.img_lo,
                                                                       prim.img_hi, prim.img_p)],
