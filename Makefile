@@ -81,7 +81,7 @@ sweep: $(STAMP)
 # data is required (MDLIB_REQUIRE_DATA=1): the datasets of the smoke notebooks and of the
 # tests (tests/conftest.py: TEST_DATASETS) are fetched / verified first, or the target
 # stops with the message of what is missing; no test is skipped for want of data.
-TEST_DATA := --profile smoke --dataset breastmnist:64 --dataset lc25000_lung
+TEST_DATA := --profile smoke --dataset breastmnist:64 --dataset lc25000_lung --dataset cvc_clinicdb
 test: $(STAMP)
 	$(PY) -m mdlib.data require $(TEST_DATA)
 	MDLIB_REQUIRE_DATA=1 MDLIB_PROFILE=smoke $(PY) -m pytest tests --nbval-lax --nbval-current-env notebooks

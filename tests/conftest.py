@@ -17,7 +17,7 @@ import pytest
 
 #: every dataset the tests read ("name:size"); ``make test`` checks the same list
 TEST_DATASETS = ("pneumoniamnist", "breastmnist", "breastmnist:64", "retinamnist",
-                 "lc25000_lung")
+                 "lc25000_lung", "cvc_clinicdb")
 
 _PROBLEM: dict = {}
 

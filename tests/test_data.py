@@ -285,13 +285,19 @@ def test_profile_datasets_cover_notebooks_and_grids():
     from mdlib import profiles
     repo = Path(__file__).resolve().parent.parent
     smoke = data.profile_datasets(profiles.load("smoke"))
-    assert set(smoke) == {("pneumoniamnist", 28), ("breastmnist", 28), ("retinamnist", 28)}
+    # the MedMNIST notebooks, DiffMIC-v2's BreastMNIST and DiffAug's CVC-ClinicDB
+    assert set(smoke) == {("pneumoniamnist", 28), ("breastmnist", 28), ("retinamnist", 28),
+                          ("cvc_clinicdb", None)}
     cpu = data.profile_datasets(profiles.load("cpu"), [repo / "studies" / "main_cpu.yaml"])
     assert ("lc25000_lung", 28) in cpu and len(cpu) == len(set(cpu))
     # the 64 px sub-grid is BreastMNIST's only: no other dataset is asked for at 64 px
     assert [d for d in cpu if d[1] == 64] == [("breastmnist", 64)]
     gpu = data.profile_datasets(profiles.load("gpu"))
-    assert ("breastmnist", 64) in gpu and all(s == 64 for _, s in gpu)
+    assert ("breastmnist", 64) in gpu and ("cvc_clinicdb", None) in gpu
+    # the main study's sections at 64 px; DiffMIC-v2 at the paper's 224 px
+    dm = set(profiles.load("gpu")["diffmic"]["datasets"])
+    assert all(s == 64 for n, s in gpu if n not in dm and n != "cvc_clinicdb")
+    assert {(n, 224) for n in dm} <= set(gpu)
     with pytest.raises(DataError, match="sweep grid not found"):
         data.profile_datasets(profiles.load("cpu"), [repo / "studies" / "nope.yaml"])
 
@@ -306,7 +312,8 @@ def test_profile_datasets_read_each_sub_grid_with_its_own_fixed_values(tmp_path)
                  "    grid: {SEED: [0, 1]}\n"
                  "    extra: [{DATASET: breastmnist, IMAGE_SIZE: 224}, {SEED: 5}]\n"
                  "  - grid: {DATASET: [lc25000_lung], IMAGE_SIZE: [28, 32]}\n")
-    prof = dict(profiles.load("smoke"), datasets=[], diffusion={}, loss_study={}, synthetic={})
+    prof = dict(profiles.load("smoke"), datasets=[], diffusion={}, loss_study={}, synthetic={},
+                diffmic={}, diffaug={})
     assert data.profile_datasets(prof, [g]) == [
         ("pneumoniamnist", 64), ("retinamnist", 128), ("breastmnist", 224),
         ("lc25000_lung", 28), ("lc25000_lung", 32)]
@@ -387,8 +394,9 @@ def test_require_cli(tmp_path, data_root):
     r = subprocess.run([sys.executable, "-m", "mdlib.data", "require", "--profile", "smoke",
                         "--no-download"], capture_output=True, text=True, env=env)
     assert r.returncode == 1 and r.stdout == ""
-    assert r.stderr.startswith(f"ERROR data root {tmp_path}: 3 dataset(s) missing")
-    assert "Nothing was run" in r.stderr
+    # the smoke profile's three MedMNIST files and DiffAug's CVC-ClinicDB
+    assert r.stderr.startswith(f"ERROR data root {tmp_path}: 4 dataset(s) missing")
+    assert "- cvc_clinicdb: " in r.stderr and "Nothing was run" in r.stderr
     r = subprocess.run([sys.executable, "-m", "mdlib.data", "require", "--dataset",
                         "retinamnist", "--root", str(data_root)], capture_output=True, text=True)
     assert r.returncode == 0 and r.stdout.strip() == "OK retinamnist 28px: official", r.stderr
@@ -444,7 +452,7 @@ def test_missing_data_stops_the_session_when_required_and_skips_loudly_otherwise
     try:
         header = conftest.pytest_report_header(None)[0]
         assert header.startswith(f"mdlib data root: {tmp_path} (MDLIB_DATA_ROOT); MISSING")
-        assert "SKIPPED" in header and "5 dataset(s) missing" in conftest._problem()
+        assert "SKIPPED" in header and "6 dataset(s) missing" in conftest._problem()
     finally:
         conftest._PROBLEM.clear()  # the real root's state is found again on next use
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mdlib.data import DataError
+from mdlib.data import DataError, md5sum
 from mdlib.data import segmentation as sd
 
 
@@ -214,3 +214,49 @@ def test_cvc_clinicdb_real(data_root):
     assert n["test"] == 121 and n["train"] + n["val"] == 488, n
     for g in np.unique(ds.groups):
         assert len({s for s in ("train", "val", "test") if np.isin(ds.index(s), np.flatnonzero(ds.groups == g)).any()}) == 1
+
+
+def _fake_cvc(root, n=3, drop_mask=False):
+    """A tiny CVC-ClinicDB-shaped folder with its md5 list (the registry's frame count and
+    list md5 patched to match in the test)."""
+    import hashlib
+    folder = root / "segmentation" / "CVC-ClinicDB_256"
+    lines = []
+    for sub in ("images", "masks"):
+        (folder / sub).mkdir(parents=True)
+        for i in range(1, n + 1):
+            if sub == "masks" and drop_mask and i == n:
+                continue
+            p = folder / sub / f"{i}.jpg"
+            p.write_bytes(f"{sub}{i}".encode())
+            lines.append(f"{hashlib.md5(p.read_bytes()).hexdigest()}  ./{sub}/{i}.jpg")
+    lst = root / "segmentation" / "CVC-ClinicDB_256.md5"
+    lst.write_text("\n".join(lines) + "\n")
+    return folder, lst
+
+
+def test_require_checks_the_polyp_frames_before_any_work(tmp_path, monkeypatch):
+    """``require`` (what make study / make test call first) refuses a missing folder, frames
+    without masks, a wrong md5 list and a changed frame, each naming the path; a correct
+    folder is verified; a profile with a diffaug section asks for CVC-ClinicDB, and
+    DiffMIC-v2's datasets at their sizes."""
+    from mdlib.data import sources
+    from mdlib import profiles
+    with pytest.raises(DataError, match=r"CVC-ClinicDB_256/images: not found.*polyp.grand-challenge"):
+        sources.require(["cvc_clinicdb"], root=tmp_path)
+    folder, lst = _fake_cvc(tmp_path / "a", drop_mask=True)
+    monkeypatch.setitem(sources.SEGMENTATION["cvc_clinicdb"], "n_frames", 3)
+    with pytest.raises(DataError, match="3 images and 2 masks"):
+        sources.require(["cvc_clinicdb"], root=tmp_path / "a")
+    folder, lst = _fake_cvc(tmp_path / "b")
+    with pytest.raises(DataError, match="is not the project's list"):
+        sources.require(["cvc_clinicdb"], root=tmp_path / "b")
+    monkeypatch.setitem(sources.SEGMENTATION["cvc_clinicdb"], "md5_list_md5", md5sum(lst))
+    rows = sources.require(["cvc_clinicdb"], root=tmp_path / "b")
+    assert rows[0]["status"].startswith("verified")
+    (folder / "masks" / "2.jpg").write_bytes(b"changed")
+    with pytest.raises(DataError, match=r"1 file\(s\) differ.*masks/2.jpg"):
+        sources.require(["cvc_clinicdb"], root=tmp_path / "b")
+    assert sources.require(["cvc_clinicdb"], root=tmp_path / "b", verify=False)[0]["status"] == "present"
+    pairs = sources.profile_datasets(profiles.load("cpu"))
+    assert ("cvc_clinicdb", None) in pairs and ("breastmnist", 64) in pairs and ("retinamnist", 28) in pairs

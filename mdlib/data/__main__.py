@@ -48,8 +48,10 @@ def _main(argv: Iterable[str] | None = None) -> int:
             print(f"ERROR {e}\nNothing was run: fix the data first.", file=sys.stderr)
             return 1
         from .folders import FOLDERS
+        from .sources import SEGMENTATION
         for row in rows:  # image folders are read at any size from the same files
-            size = "" if row["dataset"] in FOLDERS else f" {row['size']}px"
+            size = "" if row["dataset"] in FOLDERS or row["dataset"] in SEGMENTATION \
+                else f" {row['size']}px"
             print(f"OK {row['dataset']}{size}: {row['status']}")
         return 0
     try:

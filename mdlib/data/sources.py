@@ -9,6 +9,8 @@ needs is there **before any work starts** (:func:`require`).
   images themselves are public, see :data:`LC25000_HOWTO`). When it is missing or is not
   the project's subset, :func:`require` refuses with a message that says which files,
   from where, and where to put them.
+* CVC-ClinicDB (DiffAug's polyp frames, :data:`SEGMENTATION`): the same; its frames and
+  masks are checked against the md5 list beside them.
 
 Command line (``make study`` and ``make test`` call it first)::
 
@@ -42,6 +44,25 @@ LC25000_HOWTO = (
     "github.com/tampapath/lung_colon_image_set. Put the folder (labels.csv, lung_n/, "
     "lung_aca/, lung_scc/) at {folder}, or point MDLIB_DATA_ROOT (make ... DATA=<dir>) at "
     "the folder that holds histopathology/lc25000_lung/.")
+
+
+#: segmentation frame folders (``images/`` + ``masks/``) that :func:`require` checks: where
+#: they go under the data root, their per-file md5 list beside them, and where they are from
+SEGMENTATION = {
+    "cvc_clinicdb": {
+        "subdir": "segmentation/CVC-ClinicDB_256",
+        "md5_list": "segmentation/CVC-ClinicDB_256.md5",
+        "md5_list_md5": "0bf55b77a08d021d581afbba39001a3e",
+        "n_frames": 609,
+        "howto": (
+            "CVC-ClinicDB (Bernal et al. 2015; public, https://polyp.grand-challenge.org/CVCClinicDB/) "
+            "as the project uses it: 609 of the 612 frames (133, 419, 480 missing) resized to "
+            "256 x 256 JPEG, images/N.jpg and masks/N.jpg, distributed with the project's shared "
+            "data (shared/data/segmentation/, with its per-file md5 list CVC-ClinicDB_256.md5). "
+            "Put the folder at {folder} and the md5 list beside it, or point the profile's "
+            "diffaug.data.root at another images/ + masks/ folder pair."),
+    },
+}
 
 
 def parse_dataset(item) -> tuple[str, int | None]:
@@ -94,6 +115,13 @@ def profile_datasets(prof: dict, grids: Sequence[str | os.PathLike] = ()) -> lis
         names += list((prof.get(sec) or {}).get("datasets") or [])
     names += list(prof.get("study") or {})
     pairs = [(n, size) for n in names]
+    dm = prof.get("diffmic") or {}  # DiffMIC-v2: its datasets at its size, plus extra sizes
+    dm_size = int(dm.get("image_size", size))
+    for n in dm.get("datasets") or []:
+        pairs += [(n, dm_size)] + [(n, int(z)) for z in (dm.get("sizes") or {}).get(n, [])]
+    da = prof.get("diffaug") or {}  # DiffAug: CVC-ClinicDB, unless pointed elsewhere
+    if da and not (da.get("data") or {}).get("root"):
+        pairs.append(("cvc_clinicdb", None))
     for g in grids:
         g = Path(g)
         if not g.is_file():
@@ -159,6 +187,39 @@ def _require_folder(name: str, root: Path, verify: bool) -> str:
     return "present"
 
 
+def _require_segmentation(name: str, root: Path, verify: bool) -> str:
+    spec = SEGMENTATION[name]
+    folder = root / spec["subdir"]
+    howto = spec["howto"].format(folder=folder)
+    for sub in ("images", "masks"):
+        if not (folder / sub).is_dir():
+            raise DataError(f"{folder / sub}: not found ({name}: images/ and masks/ with "
+                            f"{spec['n_frames']} frames each). " + howto)
+    imgs = sorted(p.name for p in (folder / "images").iterdir() if p.is_file())
+    masks = {p.name for p in (folder / "masks").iterdir() if p.is_file()}
+    if len(imgs) != spec["n_frames"] or set(imgs) != masks:
+        raise DataError(f"{folder}: {len(imgs)} images and {len(masks)} masks "
+                        f"({len(set(imgs) ^ masks)} without a partner); expected "
+                        f"{spec['n_frames']} pairs. " + howto)
+    lst = root / spec["md5_list"]
+    if not verify:
+        return "present"
+    if not lst.is_file():
+        raise DataError(f"{lst}: md5 list not found, so the frames cannot be verified. " + howto)
+    if md5sum(lst) != spec["md5_list_md5"]:
+        raise DataError(f"{lst}: md5 {md5sum(lst)} is not the project's list "
+                        f"({spec['md5_list_md5']}). " + howto)
+    bad = []
+    for line in lst.read_text().splitlines():
+        md5, _, rel = line.strip().partition("  ")
+        if rel.startswith(("./images/", "./masks/")) and md5sum(folder / rel[2:]) != md5:
+            bad.append(rel[2:])
+    if bad:
+        raise DataError(f"{folder}: {len(bad)} file(s) differ from {lst.name}, e.g. {bad[0]}. "
+                        + howto)
+    return "verified (md5 of every image and mask)"
+
+
 def require(datasets: Iterable, root: str | os.PathLike | None = None, download: bool = True,
             verify: bool = True) -> list[dict]:
     """Check, before any work starts, that every dataset in ``datasets`` (names,
@@ -173,7 +234,7 @@ def require(datasets: Iterable, root: str | os.PathLike | None = None, download:
     for item in datasets:
         name, size = parse_dataset(item)
         size = 28 if size is None else size
-        if name in FOLDERS:  # read at any size from the same files: check them once
+        if name in FOLDERS or name in SEGMENTATION:  # any size, the same files: once
             if name in folders_done:
                 continue
             folders_done.add(name)
@@ -182,11 +243,14 @@ def require(datasets: Iterable, root: str | os.PathLike | None = None, download:
                 status = _require_medmnist(name, size, root, download, verify)
             elif name in FOLDERS:
                 status = _require_folder(name, root, verify)
+            elif name in SEGMENTATION:
+                status = _require_segmentation(name, root, verify)
             else:
                 raise DataError(f"unknown dataset '{name}'; known: "
-                                f"{sorted(MEDMNIST) + sorted(FOLDERS)}")
+                                f"{sorted(MEDMNIST) + sorted(FOLDERS) + sorted(SEGMENTATION)}")
         except DataError as e:
-            problems.append(f"- {name}{'' if name in FOLDERS else f' ({size} px)'}: {e}")
+            sized = name not in FOLDERS and name not in SEGMENTATION
+            problems.append(f"- {name}{f' ({size} px)' if sized else ''}: {e}")
             continue
         rows.append({"dataset": name, "size": size, "status": status})
     if problems:
