@@ -423,9 +423,18 @@ def _cli_env(env: dict | None = None) -> dict:
     return dict(os.environ, MDLIB_THREADS="1", OMP_NUM_THREADS="1", **(env or {}))
 
 
+def _as_from_a_terminal() -> None:
+    # A command typed at a terminal starts with SIGINT at its default; a test session that
+    # was itself started in the background of a script (`cmd &`, which ignores SIGINT)
+    # would hand the ignored disposition down, and Python then never raises
+    # KeyboardInterrupt. Reset it in the child, as a terminal would have it.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _cli(grid: Path, *args: str, env: dict | None = None) -> subprocess.Popen:
     """The sweep command in its own session (a terminal's Ctrl-C reaches its process group)."""
     return subprocess.Popen(_cli_args(grid, *args), cwd=REPO, env=_cli_env(env), start_new_session=True,
+                            preexec_fn=_as_from_a_terminal,
                             text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
@@ -451,13 +460,16 @@ def test_ctrl_c_exits_130_and_the_rerun_resumes(tmp_path):
     proc = _cli(grid, "--jobs", "1")
     try:
         _wait_until(mark.exists, 120, "the slow configuration started", proc)
+        st = Path(f"/proc/{proc.pid}/status")  # for the message if it fails (Linux): SigIgn, SigCgt
+        sig = " ".join(l for l in st.read_text().splitlines() if l.startswith(("SigIgn", "SigCgt"))) \
+            if st.exists() else ""
         os.killpg(proc.pid, signal.SIGINT)
         # generous: on a loaded 2-core machine the workers' kernels take a while to go
         out, err = proc.communicate(timeout=180)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-    assert proc.returncode == 130, err[-3000:]
+    assert proc.returncode == 130, (sig, err[-3000:])
     assert "interrupted: rerun the same command to resume" in err
     assert not (slow / "DONE").exists() and not locks.is_held(slow / ".lock")
     states = [r["state"] for r in sweep.status(grid)]
