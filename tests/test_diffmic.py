@@ -395,3 +395,21 @@ def test_primary_is_unadjusted_and_the_rest_holm(tmp_path):
     assert "img_p" in t and np.isfinite(prim.iloc[0].img_p)
     tab = analysis.table2(df, ["s"])
     assert list(tab.method) == ["C1", "DCG", "full"] and tab.ref_v2_resnet18_28_acc.iloc[0] == 0.863
+
+
+def test_findings_count_the_primary_tests_by_fixed_rules(tmp_path):
+    """The README's sentence counts significant gains / losses from the primary rows only,
+    says where the t-test is undefined, and gives the range of the differences."""
+    import pandas as pd
+    from mdlib.studies.diffmic import report
+    pd.DataFrame([
+        dict(setting="a", role="primary", diff=-0.05, t_p=0.01, n_seeds=3),
+        dict(setting="b", role="primary", diff=0.02, t_p=0.40, n_seeds=3),
+        dict(setting="c", role="primary", diff=-0.01, t_p=float("nan"), n_seeds=3),
+        dict(setting="a", role="secondary", diff=0.30, t_p=0.001, n_seeds=3),
+    ]).to_csv(tmp_path / "17_table2_tests.csv", index=False)
+    text = report.findings_section(tmp_path, "cpu")[0]
+    assert "higher test accuracy than its own plain backbone C1 in 0 of 3 settings" in text
+    assert "significantly lower one in 1" in text and "undefined in 1" in text
+    assert "from -0.050 to +0.020" in text and "3 matched seeds" in text
+    assert report.findings_section(tmp_path / "none", "cpu") == []
