@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 from ...data import to_tensor
 from ...metrics import classification_metrics
-from ...train import resolve_device, seed_everything
+from ...train import TrainResult, resolve_device, seed_everything
 from .model import DCG, DiffMICConfig, DiffMICv2, crop_rois, to_probs
 
 SELECT_METRICS = ("auc", "acc", "f1")
@@ -72,22 +72,22 @@ class StageConfig:
 
 
 @dataclass
-class StageResult:
-    history: pd.DataFrame
-    best_epoch: int
-    val: dict
-    test: dict
-    test_probs: np.ndarray
-    test_labels: np.ndarray
-    state_dict: dict
-    wall_s: float
-    model: torch.nn.Module | None = None
+class StageResult(TrainResult):
+    """:class:`mdlib.train.classification.TrainResult` plus the stage's ``extras``."""
     extras: dict = field(default_factory=dict)
 
 
 def _optimizer(params, tr: StageConfig, total: int):
     opt = torch.optim.Adam(params, lr=tr.lr, weight_decay=tr.weight_decay)
     return opt, torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total, eta_min=tr.lr_min)
+
+
+def _step(opt, sched, loss: torch.Tensor) -> None:
+    """One optimiser and scheduler step on ``loss``."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    sched.step()
 
 
 def _batches(n: int, batch_size: int, steps: int, gen: torch.Generator):
@@ -158,10 +158,7 @@ def train_dcg(data, cfg: DiffMICConfig, tr: StageConfig, progress: bool = True,
             xb, yb = x_tr[idx].to(dev), y_tr[idx].to(dev)
             o = dcg(xb)
             loss = F.cross_entropy(o.logit_g, yb) + F.cross_entropy(o.logit_l, yb)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
+            _step(opt, sched, loss)
             loss_sum += float(loss.detach())
         if (epoch + 1) % tr.eval_every and epoch + 1 != tr.epochs:
             continue
@@ -287,10 +284,7 @@ def train_diffmic(data, cfg: DiffMICConfig, tr: StageConfig, dcg: DCG | None = N
                 ce = F.cross_entropy(o.logit_g, yb) + F.cross_entropy(o.logit_l, yb)
                 loss = model.loss(xb, o.rois.detach(), yb, o.p_g.detach(), o.p_l.detach(),
                                   noise_gen) + ce
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
+            _step(opt, sched, loss)
             loss_sum += float(loss.detach())
         if (epoch + 1) % tr.eval_every and epoch + 1 != tr.epochs:
             continue
