@@ -12,9 +12,10 @@ Statistics (the project's rules)
   Every other comparison of a table is **secondary**: its p-values are Holm-adjusted as
   one family per table (:func:`mdlib.runs.results.holm`).
 * Significance levels as the paper's: ``***`` p < 0.01, ``**`` p < 0.05, ``*`` p < 0.1.
-* The smallest difference the seeds could detect (:func:`min_detectable_difference`):
-  ``(t_{1-a/2, n-1} + t_{power, n-1}) * sd(paired differences) / sqrt(n)``, two-sided
-  a = 0.05, power 0.8 (the usual t-quantile approximation).
+* The smallest difference the seeds could detect
+  (:func:`mdlib.runs.results.min_detectable_difference`: exact, from the noncentral t
+  distribution; two-sided a = 0.05, power 0.8; undefined, NaN, when the paired
+  differences have no spread or there is one seed).
 """
 from __future__ import annotations
 
@@ -41,15 +42,6 @@ def stars(p: float) -> str:
     return "***" if p < 0.01 else "**" if p < 0.05 else "*" if p < 0.1 else "n.s."
 
 
-def min_detectable_difference(sd: float, n: int, alpha: float = 0.05, power: float = 0.8) -> float:
-    """Smallest mean paired difference a two-sided paired t-test over ``n`` seeds detects
-    with ``power`` at level ``alpha``, given the paired differences' standard deviation."""
-    from scipy import stats
-    if n < 2 or not np.isfinite(sd):
-        return math.nan
-    return float((stats.t.ppf(1 - alpha / 2, n - 1) + stats.t.ppf(power, n - 1)) * sd / math.sqrt(n))
-
-
 def plain(df: pd.DataFrame) -> pd.DataFrame:
     """Runs at the profile's defaults (no sensitivity overrides)."""
     return df[df.overrides == "{}"]
@@ -74,7 +66,7 @@ def compare(df: pd.DataFrame, a: str, b: str, metric: str, setting: str) -> dict
            "mean_a": float(m[f"{metric}_a"].mean()) if len(m) else math.nan,
            "mean_b": float(m[f"{metric}_b"].mean()) if len(m) else math.nan,
            "diff": ci["mean"], "diff_sd": ci["std"], "diff_ci95": ci["ci95"], "t_p": t["t_p"],
-           "mde": min_detectable_difference(ci["std"], len(d))}
+           "mde": results.min_detectable_difference(ci["std"], len(d))}
     if metric == "test_acc" and len(m):
         bt = results.paired_bootstrap(results.per_image_correct(m["run_dir_a"]),
                                       results.per_image_correct(m["run_dir_b"]))
@@ -185,7 +177,7 @@ def convergence_tests(speed: pd.DataFrame, a: str = "full", b: str = "C6") -> pd
             rows.append({"setting": st, "a": a, "b": b, "metric": c, "n_seeds": t["n_pairs"],
                          "mean_a": float(m.v_x.mean()), "mean_b": float(m.v_y.mean()),
                          "diff": t["diff"], "diff_ci95": ci["ci95"], "t_p": t["t_p"],
-                         "mde": min_detectable_difference(ci["std"], len(m))})
+                         "mde": results.min_detectable_difference(ci["std"], len(m))})
     return _family(rows)
 
 
