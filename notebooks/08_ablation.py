@@ -47,7 +47,7 @@ runs = study.add_variants(runs[runs.method == "meddiffusemix"], prof)
 NAMES = {"default": "full", "use_saliency=False": "w/o saliency", "adaptive=False": "w/o adaptive alpha",
          "smooth=False": "w/o smoothing", "refine=False": "w/o refinement", "check=False": "w/o check"}
 runs["variant"] = [NAMES.get(v, v) for v in runs.variant]
-ref = results.collect(REFERENCE_TASK, prof["name"])
+ref = results.collect(REFERENCE_TASK, prof["name"], runs=study.current_runs(prof, REFERENCE_TASK))
 ref_s = None
 if len(ref):
     ref = study.add_variants(ref[ref.method.isin(["no_aug", "meddiffusemix"])], prof)

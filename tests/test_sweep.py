@@ -415,6 +415,86 @@ def test_cli_limit_dry_run_and_status(tmp_path, capsys):
     assert sweep.main([str(grid), "--backend", "local", "--address", "auto"]) == 2  # needs ray
 
 
+def test_an_edited_profile_makes_its_done_configurations_stale(tmp_path, monkeypatch, capsys):
+    """DONE records the resolved profile's fingerprint: after the profile changes, its
+    configurations are `stale` and run again (not kept as if current); a DONE written
+    before fingerprints were recorded counts as done."""
+    monkeypatch.setenv("MDLIB_PROFILE_PATH", str(tmp_path))
+    prof = tmp_path / "fp.yaml"
+    prof.write_text("extends: smoke\nnote: first\n")
+    nb = tiny_notebook(tmp_path / "tiny.ipynb")
+    grid = write(tmp_path, f"name: fp\nprofile: fp\nnotebook: {nb}\ngrid: {{X: [0, 2]}}\n")
+    assert sweep.run_sweep(grid, progress=False)["done"] == 2
+    first = _executed(grid)
+    done = json.loads((sweep.status(grid)[0]["dir"] / "DONE").read_text())
+    assert done["profile_sha"] == sweep.profile_fingerprint("fp")
+    assert sweep.run_sweep(grid, progress=False)["skipped"] == 2  # unchanged: nothing reruns
+
+    prof.write_text("extends: smoke\nnote: second\n")
+    assert [r["state"] for r in sweep.status(grid)] == ["stale", "stale"]
+    assert sweep.main([str(grid), "--status"]) == 0
+    assert "stale=2" in capsys.readouterr().out
+    s = sweep.run_sweep(grid, progress=False)
+    assert (s["done"], s["skipped"]) == (2, 0)
+    assert all(_executed(grid)[x] != first[x] for x in (0, 2))
+    assert [r["state"] for r in sweep.status(grid)] == ["done", "done"]
+
+    d = sweep.status(grid)[1]["dir"]  # an old marker, no fingerprint: current
+    info = json.loads((d / "DONE").read_text())
+    info.pop("profile_sha")
+    (d / "DONE").write_text(json.dumps(info))
+    prof.write_text("extends: smoke\nnote: third\n")
+    assert [r["state"] for r in sweep.status(grid)] == ["stale", "done"]
+
+
+def _fake_training_notebook(path: Path) -> Path:
+    """A stand-in for notebook 06 (same name): writes a finished run of SEED under
+    runs/<TASK>/<PROFILE>/ in a second and prints its RUN_DIR line."""
+    nb = new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    p = new_code_cell("PROFILE = 'smoke'\nTASK = 'study'\nSEED = 0")
+    p.metadata["tags"] = ["parameters"]
+    nb.cells = [p, new_code_cell(
+        "import json, os, pathlib\n"
+        "d = pathlib.Path(os.environ['MDLIB_RUNS_ROOT'], TASK, PROFILE, f'run{SEED}')\n"
+        "d.mkdir(parents=True, exist_ok=True)\n"
+        "cfg = {'dataset': 'breastmnist', 'augmentation': {'method': 'no_aug'},\n"
+        "       'train': {'model': 'small_cnn', 'seed': SEED}}\n"
+        "(d / 'config.json').write_text(json.dumps({'config': cfg}))\n"
+        "(d / 'metrics.csv').write_text('split,metric,value\\ntest,acc,0.5\\n')\n"
+        "(d / 'DONE').write_text('{}')\n"
+        "print(f'RUN_DIR={d}')")]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, str(path))
+    return path
+
+
+def test_result_notebooks_read_only_the_current_configurations(tmp_path, monkeypatch):
+    """The result notebooks' runs (`task_runs`, `study_runs`) are those the profile's grids
+    record as done now: a run left in runs/<task>/<profile>/ by an earlier grid, and the
+    runs of configurations done under an earlier version of the profile, are left out."""
+    from mdlib import profiles
+    from mdlib.runs import results
+    monkeypatch.setenv("MDLIB_PROFILE_PATH", str(tmp_path))
+    prof_file = tmp_path / "cur.yaml"
+    prof_file.write_text("extends: smoke\nnote: first\n")
+    nb = _fake_training_notebook(tmp_path / "nb" / "06_train_classifier.ipynb")
+    grid = write(tmp_path, f"name: g\nprofile: cur\nnotebook: {nb}\ngrid: {{SEED: [0, 1]}}\n")
+    monkeypatch.setattr(mdm_study, "grid_files", lambda profile: [grid])
+    assert sweep.run_sweep(grid, progress=False)["done"] == 2
+    stray = paths.runs_root() / "study" / "cur" / "run7"  # an earlier grid's run
+    shutil.copytree(paths.runs_root() / "study" / "cur" / "run0", stray)
+    prof = profiles.load("cur")
+    assert len(results.collect("study", "cur")) == 3
+    cur = mdm_study.current_runs(prof, "study")
+    assert sorted(Path(r).name for r in cur) == ["run0", "run1"]
+    assert sorted(mdm_study.task_runs(prof, "study").run) == ["run0", "run1"]
+    assert mdm_study.current_runs(prof, "ablation") == []
+    prof_file.write_text("extends: smoke\nnote: second\n")  # the profile changed: nothing current
+    with pytest.raises(RuntimeError, match="no finished runs"):
+        mdm_study.task_runs(profiles.load("cur"), "study")
+
+
 def _cli_args(grid: Path, *args: str) -> list[str]:
     return [sys.executable, "-m", "mdlib.sweep", str(grid), "--json", "--no-progress", *args]
 

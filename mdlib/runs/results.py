@@ -50,11 +50,15 @@ def _read_run(d: Path) -> dict | None:
     return row
 
 
-def collect(task: str = "study", profile: str = "cpu", root: str | Path | None = None
-            ) -> pd.DataFrame:
-    """Every finished classifier run of ``runs/<task>/<profile>/`` as one row."""
+def collect(task: str = "study", profile: str = "cpu", root: str | Path | None = None,
+            runs=None) -> pd.DataFrame:
+    """Every finished classifier run of ``runs/<task>/<profile>/`` as one row; only those
+    whose directory name (the hash of the run's resolved configuration) is in ``runs``
+    when it is given."""
     base = Path(root or paths.runs_root()) / task / profile
-    rows = [r for d in sorted(base.glob("*")) if d.is_dir() for r in [_read_run(d)] if r]
+    keep = None if runs is None else {Path(r).name for r in runs}
+    rows = [r for d in sorted(base.glob("*")) if d.is_dir() and (keep is None or d.name in keep)
+            for r in [_read_run(d)] if r]
     return pd.DataFrame(rows)
 
 

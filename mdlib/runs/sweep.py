@@ -44,7 +44,13 @@ Outputs, under the runs root (``MDLIB_RUNS_ROOT``)::
                                               /FAILED           json, when it failed
 
 A configuration with ``DONE`` is skipped; anything else (never started, killed part-way,
-failed) is run again, so a killed sweep resumes with only what is missing. If the notebook
+failed) is run again, so a killed sweep resumes with only what is missing. ``DONE``
+records the fingerprint of the resolved profile it ran under (:func:`profile_fingerprint`);
+when the profile has changed since (say its epochs), the configuration is ``stale`` and runs
+again, so an edited profile never leaves its old results standing as if current (the
+notebook loads a run whose own resolved configuration did not change, so this costs the
+notebook's start, not its training). A ``DONE`` without a fingerprint (written before it was
+recorded) counts as current. If the notebook
 printed a line ``RUN_DIR=<path>`` (notebook 06 does), the path is recorded in ``DONE`` and
 the executed notebook is copied there as ``executed.ipynb`` (unless one already is).
 
@@ -344,29 +350,50 @@ def _profile(grid: Grid, profile: str | None) -> str:
     return prof
 
 
+def profile_fingerprint(profile: str) -> str:
+    """Hash of the resolved profile ``profile`` (its file with everything it extends)."""
+    from .. import profiles
+    return config_hash(profiles.load(profile))
+
+
+def _current_done(d: Path, fingerprint: str) -> dict | None:
+    """``DONE`` of the configuration directory ``d`` when it is there and was written under
+    the profile ``fingerprint`` (or recorded none); else None."""
+    try:
+        info = json.loads((d / "DONE").read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        info = {}
+    return info if info.get("profile_sha", fingerprint) == fingerprint else None
+
+
 def status(path: str | os.PathLike, profile: str | None = None) -> list[dict]:
-    """One row per configuration: ``hash``, ``state`` (done / running / failed / missing),
-    ``dir``, ``params`` (and ``run_dir`` where done, ``holder`` where running). The
-    same files whichever backend (or machine) wrote them; ``running`` means a sweep holds
-    the configuration's lock now."""
+    """One row per configuration: ``hash``, ``state`` (done / stale / running / failed /
+    missing), ``dir``, ``params`` (and ``run_dir`` where done, ``holder`` where running).
+    ``stale``: done under another version of the profile (it runs again). The same files
+    whichever backend (or machine) wrote them; ``running`` means a sweep holds the
+    configuration's lock now."""
     from .. import locks
     grid = load_grid(path, profile)
     prof = _profile(grid, profile)
     root = sweep_dir(grid, prof)
+    fp = profile_fingerprint(prof)
     rows = []
     for c in expand(grid):
         h = config_hash(c)
         d = root / h
         row = {"hash": h, "dir": d, "params": c}
-        if (d / "DONE").is_file():
+        done = _current_done(d, fp)
+        if done is not None:
             row["state"] = "done"
-            try:
-                row["run_dir"] = json.loads((d / "DONE").read_text()).get("run_dir")
-            except (OSError, ValueError):
-                pass
+            if done.get("run_dir"):
+                row["run_dir"] = done["run_dir"]
         elif locks.is_held(d / ".lock"):
             row["state"] = "running"
             row["holder"] = locks.holder(d / ".lock")
+        elif (d / "DONE").is_file():
+            row["state"] = "stale"
         else:
             row["state"] = "failed" if (d / "FAILED").is_file() else "missing"
         rows.append(row)
@@ -445,11 +472,8 @@ def execute_one(notebook: str, out_dir: str, params: dict, cwd: str | None = Non
         return {"ok": False, "busy": True, "holder": locks.holder(out_dir / ".lock"),
                 "notebook": str(out_dir / "executed.ipynb")}
     try:
-        if (out_dir / "DONE").is_file():
-            try:
-                info = json.loads((out_dir / "DONE").read_text())
-            except (OSError, ValueError):
-                info = {}
+        info = _current_done(out_dir, profile_fingerprint(params["PROFILE"]))
+        if info is not None:
             return {**info, "ok": True, "elsewhere": True, "notebook": str(out_dir / "executed.ipynb")}
         locks.note("execute", str(out_dir))
         if threads is not None:
@@ -493,7 +517,8 @@ def _execute(notebook: str, out_dir: Path, params: dict, cwd: str | None) -> dic
         sys.stderr.flush()
         os.dup2(saved, 2)
         os.close(saved)
-    info = {"params": params, "notebook": str(executed), "wall_s": time.time() - t0,
+    info = {"params": params, "profile_sha": profile_fingerprint(params["PROFILE"]),
+            "notebook": str(executed), "wall_s": time.time() - t0,
             "threads": os.environ.get("MDLIB_THREADS"), "run_dir": None,
             "host": socket.gethostname(), "pid": os.getpid(),
             "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
@@ -771,7 +796,9 @@ def main(argv: list[str] | None = None) -> int:
                 extra += f" by {r['holder']}" if r.get("holder") else ""
                 print(f"{r['state']:8s}{r['hash']} {json.dumps(r['params'], sort_keys=True)}{extra}")
             counts = {s: sum(r["state"] == s for r in rows) for s in ("done", "running", "missing", "failed")}
-            print(f"{len(rows)} configurations: " + ", ".join(f"{k}={v}" for k, v in counts.items()))
+            stale = sum(r["state"] == "stale" for r in rows)
+            print(f"{len(rows)} configurations: " + ", ".join(f"{k}={v}" for k, v in counts.items())
+                  + (f", stale={stale} (done under an earlier version of the profile)" if stale else ""))
             return 0
         init = {"object_store_memory": int(a.object_store_mb) << 20}
         if a.ray_cpus:

@@ -151,8 +151,8 @@ def ensure_smoke_runs(prof: dict, task: str, methods=None, datasets=None, seed: 
 
 def study_runs(prof: dict, task: str = "study", seed: int = 0, model: str = "small_cnn",
                datasets=None, methods=None, need_all: bool = False) -> pd.DataFrame:
-    """The runs a figure notebook shows: :func:`select_runs` of the finished runs of
-    ``task`` / the profile, restricted to the datasets that have a run of every one of
+    """The runs a figure notebook shows: :func:`select_runs` of the profile's current runs
+    of ``task`` (:func:`.study.current_runs`), restricted to the datasets that have a run of every one of
     ``methods`` (``need_all``) or of any of them. On the ``smoke`` profile the missing
     seed-``seed`` runs of ``methods`` (all of :data:`mdlib.studies.meddiffusemix.study.ALL_METHODS` when None)
     are trained first (:func:`ensure_smoke_runs`, seconds each), so that CI never depends
@@ -161,10 +161,8 @@ def study_runs(prof: dict, task: str = "study", seed: int = 0, model: str = "sma
     methods = tuple(methods or mdm_study.ALL_METHODS)
     if isinstance(datasets, str):  # e.g. papermill -p DATASETS breastmnist
         datasets = [d.strip() for d in datasets.split(",") if d.strip()]
-    if prof["name"] == "smoke":
-        ensure_smoke_runs(prof, task, methods, datasets, seed, model)
-    sel = select_runs(results.collect(task, prof["name"]), prof, task, seed, model, datasets,
-                      methods)
+    sel = select_runs(results.collect(task, prof["name"], runs=mdm_study.current_runs(prof, task)),
+                      prof, task, seed, model, datasets, methods)
     names = datasets_with(sel, methods) if need_all else sorted(sel["dataset"].unique())
     missing = sorted(set(datasets or []) - set(names))
     if missing or not names:

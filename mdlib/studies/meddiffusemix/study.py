@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import copy
 import json
+from pathlib import Path
 
 import pandas as pd
 
-from ... import augment, data as data_mod, profiles
+from ... import augment, data as data_mod, paths, profiles
 from ...runs import results, tasks
 
 
@@ -95,29 +96,61 @@ def smoke_configs(task: str) -> list[tuple[str, str, dict, int]]:
     raise ValueError(f"no smoke configurations for task '{task}'")
 
 
-def ensure_smoke_runs(prof: dict, task: str, progress: bool = False) -> int:
+def ensure_smoke_runs(prof: dict, task: str, progress: bool = False) -> list[str]:
     """Create the smoke configurations of ``task`` that are missing (smoke profile only);
-    returns how many runs exist afterwards."""
+    returns their run directories."""
     if prof["name"] != "smoke":
         raise ValueError("ensure_smoke_runs is for the smoke profile only; run the sweep for "
                          f"profile '{prof['name']}'")
-    for d, m, kw, s in smoke_configs(task):
-        tasks.run_classifier(prof, d, s, m, method_params=method_params(prof, d, m, **kw),
-                             task=task, progress=progress)
-    return len(results.collect(task, prof["name"]))
+    return [str(tasks.run_classifier(prof, d, s, m, method_params=method_params(prof, d, m, **kw),
+                                     task=task, progress=progress).dir)
+            for d, m, kw, s in smoke_configs(task)]
 
 
 #: the sweep grid (studies/<name>_cpu.yaml) that produces each task's runs
 TASK_GRIDS = {"study": "main", "ablation": "ablation", "sensitivity": "sensitivity"}
 
+#: the notebook whose runs the result notebooks read (one classifier per execution)
+TRAIN_NOTEBOOK = "06_train_classifier"
+
+
+def grid_files(profile: str) -> list[Path]:
+    """The sweep grids of ``profile`` (as ``make study`` finds them): ``studies/*_<profile>.yaml``,
+    else ``studies/<profile>.yaml``."""
+    d = paths.REPO_ROOT / "studies"
+    own = sorted(d.glob(f"*_{profile}.yaml"))
+    return own or [f for f in [d / f"{profile}.yaml"] if f.is_file()]
+
+
+def current_runs(prof: dict, task: str) -> list[str] | None:
+    """The run directories that the profile's configurations of ``task`` produce *as the
+    profile is now*: those recorded by the current ``DONE`` of every configuration of the
+    profile's grids (:func:`grid_files`) that executes notebook 06 with this ``TASK``
+    (:func:`mdlib.runs.sweep.status`: a configuration done under an earlier version of the
+    profile is stale and left out), plus, on the smoke profile, the smoke configurations
+    (created when missing). So a run left in ``runs/<task>/<profile>/`` by an earlier
+    profile or grid never enters a table. None (every run counts) when the profile has no
+    grid that runs notebook 06."""
+    from ...runs import sweep
+    grids = [(g, sweep.load_grid(g, prof["name"])) for g in grid_files(prof["name"])]
+    grids = [(g, gr) for g, gr in grids if Path(gr.notebook).stem == TRAIN_NOTEBOOK]
+    out = ensure_smoke_runs(prof, task) if prof["name"] == "smoke" else []
+    if not grids and prof["name"] != "smoke":
+        return None
+    for g, gr in grids:
+        default_task = sweep.notebook_parameters(gr.notebook).get("TASK")
+        out += [r["run_dir"] for r in sweep.status(g, prof["name"])
+                if r["state"] == "done" and r.get("run_dir")
+                and r["params"].get("TASK", default_task) == task]
+    return out
+
 
 def task_runs(prof: dict, task: str) -> pd.DataFrame:
-    """The finished runs of ``task`` for the result notebooks. On the ``smoke`` profile the
-    tiny smoke configurations are created first when missing (CI runs every notebook on
-    its own); on other profiles an empty result is a clear error naming the sweep to run."""
-    if prof["name"] == "smoke":
-        ensure_smoke_runs(prof, task)
-    runs = results.collect(task, prof["name"])
+    """The finished runs of ``task`` for the result notebooks: the profile's current ones
+    (:func:`current_runs`). On the ``smoke`` profile the tiny smoke configurations are
+    created first when missing (CI runs every notebook on its own); on other profiles an
+    empty result is a clear error naming the sweep to run."""
+    runs = results.collect(task, prof["name"], runs=current_runs(prof, task))
     if runs.empty:
         grid = TASK_GRIDS.get(task, task)
         raise RuntimeError(f"no finished runs under runs/{task}/{prof['name']}/: run the sweep "
