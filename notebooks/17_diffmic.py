@@ -78,7 +78,8 @@ print(f"ablation: {ab.get('datasets')} x {ab.get('variants')}")
 # %%
 jobs = study.run_grid(prof, parts=("table", "ablation"), jobs=JOBS)
 df = study.grid_results(prof, jobs)
-df.to_csv(out / "17_runs.csv", index=False)
+df.assign(run_dir=[os.path.relpath(d, paths.runs_root()) for d in df.run_dir]).to_csv(
+    out / "17_runs.csv", index=False)  # run directories relative to the runs root
 print(f"{len(df)} runs ({int(jobs.was_done.sum())} were done before this execution)")
 walls = study.write_wall_times(df, out / "17_wall_times.csv")
 display(walls.round(1))

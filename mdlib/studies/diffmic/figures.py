@@ -42,7 +42,9 @@ def table2_bars(summary: pd.DataFrame, runs: pd.DataFrame, metrics=("test_acc", 
                     ax.hlines(v, i - 1.6 * w, i + 1.6 * w, colors="k", lw=2,
                               label="MedMNIST v2 ResNet-18 (28 px)" if i == 0 else None)
         lo = np.nanmin(summary[f"{m}_mean"] - summary[f"{m}_std"].fillna(0))
-        ax.set_ylim(max(0.0, lo - 0.1), 1.0)
+        hi = np.nanmax(summary[f"{m}_mean"] + summary[f"{m}_std"].fillna(0))
+        ax.set_ylim(max(0.0, lo - 0.1), max(1.0, hi + 0.02))  # no error bar cut off
+        ax.axhline(1.0, color="0.7", lw=0.6, zorder=0)
         ax.set_xticks(np.arange(len(settings)))
         ax.set_xticklabels(settings, fontsize=8, rotation=15)
         ax.set_ylabel(f"test {METRIC_LABELS.get(m, m)}")
