@@ -52,18 +52,13 @@ import numpy as np
 import pandas as pd
 import torch
 from IPython.display import display
-from mdlib import paths, plots, profiles
+from mdlib import plots
 from mdlib.io import write_json
 from mdlib.studies.diffaug import figures as dfig
 from mdlib.studies.diffaug import quality, study
 
 t_start = time.time()
-prof = profiles.load(PROFILE)
-S = study.settings(prof)
-jobs = int(JOBS or S.get("jobs") or 1)
-threads = study.set_threads(prof)
-out = paths.figures_dir(prof["name"])
-ds = study.dataset(prof)
+prof, S, jobs, threads, out, ds = study.setup(PROFILE, JOBS)
 theta = float(S["gate"]["theta"])
 print(f"profile={prof['name']} {ds.summary()} jobs={jobs} torch threads={threads} theta={theta}")
 

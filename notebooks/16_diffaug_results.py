@@ -58,19 +58,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from IPython.display import display
-from mdlib import paths, plots, profiles
+from mdlib import paths, plots
 from mdlib.io import write_json
-from mdlib.runs.report import ci_text
 from mdlib.studies.diffaug import analysis, bench, evaluate, study
 from mdlib.studies.diffaug import figures as dfig
 
 t_start = time.time()
-prof = profiles.load(PROFILE)
-S = study.settings(prof)
-jobs = int(JOBS or S.get("jobs") or 1)
-threads = study.set_threads(prof)
-out = paths.figures_dir(prof["name"])
-ds = study.dataset(prof)
+prof, S, jobs, threads, out, ds = study.setup(PROFILE, JOBS)
 mult = float(S["multiple"])
 print(f"profile={prof['name']} {ds.summary()} seeds={S['seeds']} jobs={jobs} threads={threads}")
 print(f"{len(study.grid(prof))} segmenter runs in the grid")

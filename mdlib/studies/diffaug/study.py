@@ -28,11 +28,11 @@ trainings resume from their last checkpoint, pools from their last part).
 """
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import math
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -92,6 +92,26 @@ def set_threads(prof: dict) -> int:
     if n:
         torch.set_num_threads(int(n))
     return torch.get_num_threads()
+
+
+class Setup(NamedTuple):
+    """What notebooks 15 and 16 start from (:func:`setup`)."""
+    prof: dict
+    settings: dict
+    jobs: int
+    threads: int
+    out: Path
+    ds: segdata.SegDataset
+
+
+def setup(profile: str, jobs: int | None = None) -> Setup:
+    """Load ``profile`` and check its ``diffaug`` section, apply its thread count, and load
+    the split dataset; ``jobs`` (None: the profile's ``diffaug.jobs``) worker processes;
+    ``out`` is the profile's figures folder."""
+    prof = profiles.load(profile)
+    s = settings(prof)
+    return Setup(prof, s, int(jobs or s.get("jobs") or 1), set_threads(prof),
+                 paths.figures_dir(prof["name"]), dataset(prof))
 
 
 # --------------------------------------------------------------------------- data
