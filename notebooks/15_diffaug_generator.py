@@ -59,8 +59,8 @@ from mdlib.studies.diffaug import quality, study
 
 t_start = time.time()
 prof, S, jobs, threads, out, ds = study.setup(PROFILE, JOBS)
-theta = float(S["gate"]["theta"])
-print(f"profile={prof['name']} {ds.summary()} jobs={jobs} torch threads={threads} theta={theta}")
+print(f"profile={prof['name']} {ds.summary()} jobs={jobs} torch threads={threads} "
+      f"theta={study.theta_setting(prof)}")
 
 # %% [markdown]
 # ## Autoencoder and judge side by side; then the generator beside the gate
@@ -84,7 +84,9 @@ codec = study.load_codec(prof, ae_run)
 gate, gate_run = study.gate_model(prof, codec, train=False)
 judge, judge_run = study.judge_model(prof)
 gen_run = study.generator_run(prof)
+theta = study.gate_theta(prof)  # a number, or derived from the trained gate on validation
 print("autoencoder:", ae_run.read_json("source.json"), "scale", ae_run.read_json("scale.json"))
+print(f"gate acceptance threshold theta = {theta:.3f} ({study.theta_setting(prof)})")
 print("judge:", judge_run.dir.name, "gate:", gate_run.dir.name, "generator:", gen_run.dir.name)
 
 # %% [markdown]
@@ -158,7 +160,8 @@ for v, r in pools.items():
                      "gate_iou_mean": float(p["iou_single"].mean()),
                      "scored_iterative": int(np.isfinite(it).sum()),
                      "acceptance_iterative": float((it[np.isfinite(it)] > theta).mean()) if np.isfinite(it).any() else np.nan,
-                     "need_single": info["need_single"], "parts": info["parts"], "run": r.hash})
+                     "need_single": info["need_single"], "parts": info["parts"], "run": r.hash,
+                     "theta": theta, "theta_rule": str(study.theta_setting(prof))})
 acceptance = pd.DataFrame(acc_rows)
 acceptance.to_csv(out / "15_acceptance.csv", index=False)
 display(acceptance.round(3))

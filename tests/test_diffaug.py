@@ -256,3 +256,40 @@ def test_swapping_the_test_frames_changes_nothing_learned(tmp_path, monkeypatch)
     assert len(ev) == len(ta) and np.allclose(ev.dice_cmd, ev.dice_run)
     with pytest.raises(FileNotFoundError, match="not a finished segmenter run"):
         evaluate.evaluate_folder(tmp_path, sub)
+
+
+def test_theta_rule_is_the_gates_median_validation_iou(tmp_path, monkeypatch):
+    """gate.theta = val_median: the threshold is the trained gate's median IoU on the real
+    validation frames (the test frames are never shown to it), kept beside the gate's run;
+    a threshold that is neither a number in (0, 1) nor a known rule is refused up front."""
+    from mdlib.studies.diffaug import study
+    root = _folder(tmp_path / "a")
+    base = _tiny_profile(root)
+    prof = profiles.load("smoke", overrides={"diffaug": {**base["diffaug"],
+                                                         "gate": {"theta": "val_median", "iterative_steps": 2, "seed": 0}}})
+    study._DATA.clear()
+    study._CACHE.clear()
+    study.autoencoder_run(prof, progress=False)
+    study.segmenter_run(prof, study.gate_arm(), 0, progress=False)
+    ds = study.dataset(prof)
+    m = ds.m("val") > 0
+    shown = []
+
+    def fake_predict(model, x, batch_size=32):  # half the frames right, half shifted away
+        shown.append(np.asarray(x).copy())
+        p = m.astype(float).copy()
+        p[1::2] = np.roll(p[1::2], 3, axis=-1)
+        return p
+    monkeypatch.setattr(study, "predict_masks", fake_predict)
+    theta = study.gate_theta(prof)
+    pred = m.copy()
+    pred[1::2] = np.roll(pred[1::2], 3, axis=-1)
+    iou = (pred & m).reshape(len(m), -1).sum(1) / np.maximum((pred | m).reshape(len(m), -1).sum(1), 1)
+    assert theta == pytest.approx(float(np.median(iou))) and 0 < theta < 1
+    assert len(shown) == 1 and np.array_equal(shown[0], ds.x("val"))  # validation frames only
+    assert study.gate_theta(prof) == theta and len(shown) == 1          # kept, not recomputed
+    assert study.theta_setting(prof) == "val_median"
+    for bad in ("median", 1.5, 0):
+        p = profiles.load("smoke", overrides={"diffaug": {"gate": {"theta": bad}}})
+        with pytest.raises(ValueError, match="diffaug.gate.theta"):
+            study.settings(p)

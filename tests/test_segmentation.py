@@ -171,6 +171,25 @@ def test_latent_segmenter_loss_and_single_step_is_eq11():
     assert not any(k.startswith("codec.") for k in m.trainable_state_dict())
 
 
+def test_latent_segmenter_trains_a_share_of_each_batch_at_the_inference_step(monkeypatch):
+    """p_last: that share of a batch is trained at t = T - 1 (where single-step inference
+    starts), the rest at uniform t; the default (0) leaves the configuration as before."""
+    assert "p_last" not in sm.LatentSegConfig().to_dict()
+    assert sm.LatentSegConfig(p_last=0.5).to_dict()["p_last"] == 0.5
+    with pytest.raises(ValueError, match="p_last"):
+        sm.LatentSegConfig(p_last=1.5)
+    m = tiny_latent()
+    m.cfg.p_last = 0.5
+    seen = []
+    real = m._eps
+    monkeypatch.setattr(m, "_eps", lambda z_t, t, f: (seen.append(t.clone()), real(z_t, t, f))[1])
+    x = torch.rand(8, 3, 16, 16)
+    batch = m.prepare(x, (torch.rand(8, 1, 16, 16) > 0.5).float())
+    m.training_loss(batch, torch.Generator().manual_seed(0))
+    T = m.cfg.num_train_timesteps
+    assert (seen[0][:4] == T - 1).all() and (seen[0][4:] < T - 1).all()
+
+
 def test_inpaint_unet_inputs():
     u = sm.build_inpaint_unet(sm.InpaintConfig(block_out_channels=(8, 16), norm_num_groups=4,
                                                cross_attention_dim=12), 4)

@@ -264,13 +264,19 @@ class LatentSegConfig:
     dice_batch: int = 0                # decode this many of a batch for the Dice term (0: all)
     infer_seed: int = 0                # the inference noise z_T (fixed: deterministic masks)
     norm_num_groups: int = 16
+    p_last: float = 0.0                # share of each batch trained at t = T - 1, the step
+    #                                    single-step inference starts from (rest: t uniform)
 
     def __post_init__(self):
         self.denoiser_channels = tuple(int(c) for c in self.denoiser_channels)
+        if not 0.0 <= float(self.p_last) <= 1.0:
+            raise ValueError(f"LatentSegConfig.p_last={self.p_last}: must lie in [0, 1]")
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["denoiser_channels"] = list(self.denoiser_channels)
+        if not d["p_last"]:  # the default leaves the configuration (and its hash) as before
+            d.pop("p_last")
         return d
 
 
@@ -347,7 +353,12 @@ class LatentSegmenter(nn.Module):
         z_a, z0, m = batch["z"], batch["zm"], batch["m"]
         dev = z_a.device
         b = len(z0)
-        t = torch.randint(0, self.cfg.num_train_timesteps, (b,), generator=generator).to(dev)
+        T = self.cfg.num_train_timesteps
+        t = torch.randint(0, T, (b,), generator=generator)
+        n_last = int(round(self.cfg.p_last * b))
+        if n_last:  # Eq. 11 is applied at t = T - 1 at inference: train there too
+            t[:n_last] = T - 1
+        t = t.to(dev)
         eps = torch.randn(z0.shape, generator=generator).to(dev)
         a = self.alphas_cumprod[t].view(-1, 1, 1, 1)
         z_t = a.sqrt() * z0 + (1 - a).sqrt() * eps                # Eq. 10

@@ -112,8 +112,14 @@ def diffaug_section(fig: Path, profile: str) -> str:
         t5["Fréchet distance"] = [f"{m:.3f} ± {s:.3f} (n={int(n)})" if pd.notna(m) else "n/a"
                                   for m, s, n in zip(t5.get("fd_mean", np.nan), t5.get("fd_std", np.nan),
                                                      t5.get("fd_n", 0).fillna(0) if "fd_n" in t5 else [0] * len(t5))]
+        th = "theta"
+        fa = fig / "15_acceptance.csv"
+        if fa.is_file() and "theta" in (acc := pd.read_csv(fa)):
+            rule = str(acc.theta_rule.iloc[0])
+            th = (f"theta = {acc.theta.iloc[0]:.3f}, " + ("the gate's median IoU on the real validation frames"
+                                                        if rule == "val_median" else "fixed"))
         out += ["Table 5, generated samples (attribute prompts) accepted vs rejected by the gate "
-                "(IoU > theta); Fréchet distance of polyp crops to real training-polyp crops in "
+                f"(IoU > {th}); Fréchet distance of polyp crops to real training-polyp crops in "
                 "the real-only U-Net's encoder features, mean ± std over 10 equal-size subsets; "
                 "the real row is the floor (`15_table5.csv`):", "",
                 _md(t5[["set", "n_samples", "share", "gate IoU", "Fréchet distance"]]), "",

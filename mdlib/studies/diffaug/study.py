@@ -77,9 +77,10 @@ def settings(prof: dict) -> dict:
     if s.get("ablation_model") not in MODELS:
         raise ValueError(f"profile {name}: diffaug.ablation_model={s.get('ablation_model')!r}; "
                          f"expected one of {list(MODELS)}")
-    th = float(s["gate"]["theta"])
-    if not 0 < th < 1:
-        raise ValueError(f"profile {name}: diffaug.gate.theta={th}: must lie in (0, 1)")
+    th = s["gate"]["theta"]
+    if th not in THETA_RULES and not (isinstance(th, (int, float)) and 0 < float(th) < 1):
+        raise ValueError(f"profile {name}: diffaug.gate.theta={th!r}: a number in (0, 1) or "
+                         f"one of {list(THETA_RULES)}")
     size = int(s["image_size"])
     if size % 8 or size < 32:
         raise ValueError(f"profile {name}: diffaug.image_size={size}: a multiple of 8, >= 32")
@@ -349,7 +350,7 @@ def segmenter_config(prof: dict, a: dict, seed: int) -> dict:
         c["autoencoder"] = ae_hash(prof)
     if a["synthetic"]:
         c["pool"] = Run("diffaug_pool", prof["name"], pool_config(prof, a["synthetic"]["variant"])).hash
-        c["theta"] = float(s["gate"]["theta"])
+        c["theta"] = theta_setting(prof)
         if a["synthetic"]["gate"] == "iterative":
             c["iterative_steps"] = int(s["gate"]["iterative_steps"])
     return c
@@ -357,6 +358,48 @@ def segmenter_config(prof: dict, a: dict, seed: int) -> dict:
 
 def gate_arm() -> dict:
     return arm("latent")
+
+
+#: rules that derive the gate's acceptance threshold from the trained gate on the
+#: validation split (never the test split): ``val_median``, the gate's median IoU on the
+#: real validation frames, i.e. a synthetic polyp is accepted when the gate segments it at
+#: least as well as it segments the typical real one
+THETA_RULES = ("val_median",)
+
+
+def theta_setting(prof: dict):
+    """The profile's ``gate.theta`` as configured: a number or a rule of :data:`THETA_RULES`
+    (part of the configuration of pools and synthetic arms)."""
+    th = settings(prof)["gate"]["theta"]
+    return th if th in THETA_RULES else float(th)
+
+
+def gate_theta(prof: dict) -> float:
+    """The gate's acceptance threshold: ``gate.theta`` when it is a number; for the rule
+    ``val_median`` the median over the validation frames of the IoU between the trained
+    gate's single-step mask and the true mask, computed once and kept beside the gate's
+    run (``gate_theta.json``). The gate must be trained (:func:`gate_model`)."""
+    th = theta_setting(prof)
+    if not isinstance(th, str):
+        return th
+    run = Run("diffaug_seg", prof["name"],
+              segmenter_config(prof, gate_arm(), int(settings(prof)["gate"]["seed"])))
+    f = run.path("gate_theta.json")
+    if run.done and f.is_file():
+        return float(json.loads(f.read_text())["theta"])
+    gate, run = gate_model(prof, train=False)
+    ds = dataset(prof)
+    pred = predict_masks(gate, ds.x("val"), batch_size=32) >= 0.5
+    m = ds.m("val") > 0
+    inter = (pred & m).reshape(len(m), -1).sum(1)
+    union = (pred | m).reshape(len(m), -1).sum(1)
+    iou = np.where(union > 0, inter / np.maximum(union, 1), 1.0)
+    theta = float(np.median(iou))
+    if not 0 < theta < 1:
+        raise RuntimeError(f"gate {run.dir}: rule {th} gives theta={theta}, outside (0, 1)")
+    run.write_json("gate_theta.json", {"rule": th, "theta": theta, "n_val": int(len(iou)),
+                   "val_iou_quartiles": [float(q) for q in np.percentile(iou, [25, 50, 75])]})
+    return theta
 
 
 def segmenter_run(prof: dict, a: dict, seed: int, progress: bool = True) -> Run:
@@ -574,7 +617,7 @@ def pool_config(prof: dict, variant: str) -> dict:
     gate = Run("diffaug_seg", prof["name"], segmenter_config(prof, gate_arm(), int(s["gate"]["seed"])))
     return {"variant": variant, "data": fingerprint(dataset(prof)), "region": "mask dilated by dilate_px",
             "generator": gen_hash(prof), "gate": gate.hash,
-            "synthesis": sy, "theta": float(s["gate"]["theta"]), "threads": s.get("threads")}
+            "synthesis": sy, "theta": theta_setting(prof), "threads": s.get("threads")}
 
 
 def pool_run(prof: dict, variant: str, create: bool = True) -> Run:
@@ -767,7 +810,7 @@ def ensure_pool(prof: dict, variant: str, jobs: int = 1, progress: bool = True) 
     depends only on the gate results of the earlier ones."""
     s = settings(prof)
     sy = s["synthesis"]
-    theta = float(s["gate"]["theta"])
+    theta = gate_theta(prof)
     run = pool_run(prof, variant)
     if run.done:
         return run
@@ -813,7 +856,7 @@ def select_synthetic(prof: dict, spec: dict, n_train: int):
     samples of the pool in plan order that pass its gate. Returns ``(images, masks,
     records)``; fewer when the pool's cap was reached (recorded in the run)."""
     s = settings(prof)
-    theta = float(s["gate"]["theta"])
+    theta = gate_theta(prof)
     run = pool_run(prof, spec["variant"], create=False)
     if not run.done:
         raise RuntimeError(f"pool {spec['variant']} ({run.dir}) is not finished: run "
