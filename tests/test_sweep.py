@@ -447,6 +447,33 @@ def test_an_edited_profile_makes_its_done_configurations_stale(tmp_path, monkeyp
     assert [r["state"] for r in sweep.status(grid)] == ["stale", "done"]
 
 
+def test_profile_ignore_leaves_other_studies_sections_out_of_the_fingerprint(tmp_path, monkeypatch):
+    """A grid's profile_ignore: editing an ignored section keeps its configurations
+    current, editing any other still makes them stale; an unknown section is refused."""
+    monkeypatch.setenv("MDLIB_PROFILE_PATH", str(tmp_path))
+    prof = tmp_path / "fp.yaml"
+    prof.write_text("extends: smoke\nnote: first\nother: {x: 1}\n")
+    nb = tiny_notebook(tmp_path / "tiny.ipynb")
+    grid = write(tmp_path, f"name: fp\nprofile: fp\nnotebook: {nb}\nprofile_ignore: [other]\n"
+                           f"grid: {{X: [0, 2]}}\n")
+    assert sweep.run_sweep(grid, progress=False)["done"] == 2
+    done = json.loads((sweep.status(grid)[0]["dir"] / "DONE").read_text())
+    assert done["profile_sha"] == sweep.profile_fingerprint("fp", ["other"])
+    assert done["profile_sha"] != sweep.profile_fingerprint("fp")
+    prof.write_text("extends: smoke\nnote: first\nother: {x: 2}\n")  # an ignored section
+    assert [r["state"] for r in sweep.status(grid)] == ["done", "done"]
+    assert sweep.run_sweep(grid, progress=False)["skipped"] == 2
+    prof.write_text("extends: smoke\nnote: second\nother: {x: 2}\n")  # a section it reads
+    assert [r["state"] for r in sweep.status(grid)] == ["stale", "stale"]
+    bad = write(tmp_path, f"name: fp2\nprofile: fp\nnotebook: {nb}\nprofile_ignore: [othr]\n"
+                          f"grid: {{X: [0]}}\n")
+    with pytest.raises(sweep.GridError, match="othr"):
+        sweep.load_grid(bad)
+    with pytest.raises(sweep.GridError, match="list of profile section"):
+        sweep.load_grid(write(tmp_path, f"name: fp3\nprofile: fp\nnotebook: {nb}\n"
+                                        f"profile_ignore: other\ngrid: {{X: [0]}}\n"))
+
+
 def _fake_training_notebook(path: Path) -> Path:
     """A stand-in for notebook 06 (same name): writes a finished run of SEED under
     runs/<TASK>/<PROFILE>/ in a second and prints its RUN_DIR line."""

@@ -94,7 +94,7 @@ def start(kwargs: dict, attempts: int = 3) -> None:
 
 
 def run_task(execute, notebook: str, rel_notebook: str | None, out_dir: str, params: dict,
-             cwd: str | None, rel_cwd: str | None, env: dict) -> dict:
+             cwd: str | None, rel_cwd: str | None, env: dict, fingerprint: str | None = None) -> dict:
     """The body of one Ray task: the driver's environment, then ``execute``
     (:func:`mdlib.runs.sweep.execute_one`) with threads = the CPUs granted."""
     import ray
@@ -110,7 +110,7 @@ def run_task(execute, notebook: str, rel_notebook: str | None, out_dir: str, par
     if rel_notebook is not None:  # inside the repository: this node's copy of it
         notebook = str(paths.REPO_ROOT / rel_notebook)
         cwd = str(paths.REPO_ROOT / rel_cwd) if rel_cwd is not None else cwd
-    return execute(notebook, out_dir, params, cwd, threads=threads)
+    return execute(notebook, out_dir, params, cwd, threads=threads, fingerprint=fingerprint)
 
 
 def _rel(p: str | None) -> str | None:
@@ -166,9 +166,10 @@ class RayPool:
             n += min((int(have.get(k, 0) // v) for k, v in need.items() if v > 0), default=0)
         return min(n, self.jobs) if self.jobs else n
 
-    def submit(self, notebook: str, out_dir: str, params: dict, cwd: str):
+    def submit(self, notebook: str, out_dir: str, params: dict, cwd: str, fingerprint: str | None = None):
         ref = self.remote.options(**self.opts).remote(
-            self.execute, notebook, _rel(notebook), out_dir, params, cwd, _rel(cwd), self.env)
+            self.execute, notebook, _rel(notebook), out_dir, params, cwd, _rel(cwd), self.env,
+            fingerprint)
         self._inflight.add(ref)
         return ref
 

@@ -6,6 +6,7 @@ A grid is a YAML file (``studies/*.yaml``)::
     notebook: notebooks/06_train_classifier.ipynb  # relative paths: to the repository root
     profile: cpu                                 # the notebook's PROFILE; --profile overrides
     fixed: {TASK: study}                         # parameters common to every configuration
+    profile_ignore: [diffaug]                    # profile sections the notebook never reads
     grid:                                        # cartesian product of these lists
       DATASET: [pneumoniamnist, breastmnist]
       METHOD: [no_aug, mixup]
@@ -49,8 +50,10 @@ records the fingerprint of the resolved profile it ran under (:func:`profile_fin
 when the profile has changed since (say its epochs), the configuration is ``stale`` and runs
 again, so an edited profile never leaves its old results standing as if current (the
 notebook loads a run whose own resolved configuration did not change, so this costs the
-notebook's start, not its training). A ``DONE`` without a fingerprint (written before it was
-recorded) counts as current. If the notebook
+notebook's start, not its training). A grid's ``profile_ignore: [diffaug, diffmic]`` leaves
+those top-level profile sections (other studies' settings, which its notebook never reads)
+out of the fingerprint, so that tuning one study does not make another's sweep rerun. A
+``DONE`` without a fingerprint (written before it was recorded) counts as current. If the notebook
 printed a line ``RUN_DIR=<path>`` (notebook 06 does), the path is recorded in ``DONE`` and
 the executed notebook is copied there as ``executed.ipynb`` (unless one already is).
 
@@ -127,7 +130,8 @@ from ..io import write_json
 from .store import config_hash
 
 DEFAULT_NOTEBOOK = "notebooks/06_train_classifier.ipynb"
-_TOP_KEYS = {"name", "notebook", "profile", "description", "fixed", "grid", "grids", "extra", "hooks"}
+_TOP_KEYS = {"name", "notebook", "profile", "description", "fixed", "grid", "grids", "extra", "hooks",
+             "profile_ignore"}
 _SUB_KEYS = {"grid", "fixed", "extra", "description"}
 #: parameters the sweep sets itself
 _RESERVED = ("PROFILE",)
@@ -155,6 +159,8 @@ class Grid:
     notebook_params: dict[str, Any]  # parameter name -> default (None where not a literal)
     description: str = ""
     hooks: str | None = None  # module with check_config / shared_keys (see load_hooks)
+    #: top-level profile sections the notebook never reads (left out of the fingerprint)
+    profile_ignore: tuple[str, ...] = ()
 
 
 def load_hooks(grid: "Grid"):
@@ -288,9 +294,18 @@ def load_grid(path: str | os.PathLike, profile: str | None = None) -> Grid:
     hooks = d.get("hooks")
     if hooks is not None and not (isinstance(hooks, str) and re.fullmatch(r"[A-Za-z_][\w.]*", hooks)):
         raise GridError(f"{path}: hooks must be a dotted module name, got {hooks!r}")
+    ignore = d.get("profile_ignore") or []
+    if not (isinstance(ignore, list) and all(isinstance(k, str) for k in ignore)):
+        raise GridError(f"{path}: profile_ignore must be a list of profile section names, got {ignore!r}")
+    if prof is not None:
+        sections = set(profiles.load(str(prof)))
+        bad = sorted(set(ignore) - sections)
+        if bad:
+            raise GridError(f"{path}: profile_ignore names {bad}, which profile '{prof}' does not "
+                            f"have; its sections are {sorted(sections)}")
     grid = Grid(path=path, name=name, notebook=notebook, profile=str(prof) if prof else None,
                 parts=parts, notebook_params=known, description=str(d.get("description") or ""),
-                hooks=hooks)
+                hooks=hooks, profile_ignore=tuple(sorted(set(ignore))))
     configs = expand(grid)
     if not configs:
         raise GridError(f"{path}: the grid has no configurations")
@@ -350,10 +365,13 @@ def _profile(grid: Grid, profile: str | None) -> str:
     return prof
 
 
-def profile_fingerprint(profile: str) -> str:
-    """Hash of the resolved profile ``profile`` (its file with everything it extends)."""
+def profile_fingerprint(profile: str, ignore: tuple[str, ...] | list[str] = ()) -> str:
+    """Hash of the resolved profile ``profile`` (its file with everything it extends),
+    without its top-level sections ``ignore`` (a grid's ``profile_ignore``: sections of
+    other studies, so that editing one study's settings leaves another's runs current)."""
     from .. import profiles
-    return config_hash(profiles.load(profile))
+    prof = profiles.load(profile)
+    return config_hash({k: v for k, v in prof.items() if k not in set(ignore)})
 
 
 def _current_done(d: Path, fingerprint: str) -> dict | None:
@@ -378,7 +396,7 @@ def status(path: str | os.PathLike, profile: str | None = None) -> list[dict]:
     grid = load_grid(path, profile)
     prof = _profile(grid, profile)
     root = sweep_dir(grid, prof)
-    fp = profile_fingerprint(prof)
+    fp = profile_fingerprint(prof, grid.profile_ignore)
     rows = []
     for c in expand(grid):
         h = config_hash(c)
@@ -457,10 +475,12 @@ def _stream_text(nb) -> str:
 
 
 def execute_one(notebook: str, out_dir: str, params: dict, cwd: str | None = None,
-                threads: int | None = None) -> dict:
+                threads: int | None = None, fingerprint: str | None = None) -> dict:
     """Execute ``notebook`` with ``params`` into ``out_dir/executed.ipynb`` under the
     configuration's lock (the kernel with ``threads`` threads, :func:`set_threads`, when
-    given); write ``DONE`` (last) on success, ``FAILED`` on failure.
+    given); write ``DONE`` (last) on success, ``FAILED`` on failure. ``fingerprint``: the
+    profile's (:func:`profile_fingerprint` with the grid's ``profile_ignore``; default: the
+    whole profile's), recorded in ``DONE``.
     Returns a result dict and never raises for a notebook error: ``ok`` (bool), and
     ``busy`` (another sweep holds the lock: nothing was done) or ``elsewhere`` (another
     sweep finished it while this one waited)."""
@@ -472,18 +492,20 @@ def execute_one(notebook: str, out_dir: str, params: dict, cwd: str | None = Non
         return {"ok": False, "busy": True, "holder": locks.holder(out_dir / ".lock"),
                 "notebook": str(out_dir / "executed.ipynb")}
     try:
-        info = _current_done(out_dir, profile_fingerprint(params["PROFILE"]))
+        if fingerprint is None:
+            fingerprint = profile_fingerprint(params["PROFILE"])
+        info = _current_done(out_dir, fingerprint)
         if info is not None:
             return {**info, "ok": True, "elsewhere": True, "notebook": str(out_dir / "executed.ipynb")}
         locks.note("execute", str(out_dir))
         if threads is not None:
             set_threads(threads)
-        return _execute(notebook, out_dir, params, cwd)
+        return _execute(notebook, out_dir, params, cwd, fingerprint)
     finally:
         held.release()
 
 
-def _execute(notebook: str, out_dir: Path, params: dict, cwd: str | None) -> dict:
+def _execute(notebook: str, out_dir: Path, params: dict, cwd: str | None, fingerprint: str) -> dict:
     import socket
 
     import nbformat
@@ -517,7 +539,7 @@ def _execute(notebook: str, out_dir: Path, params: dict, cwd: str | None) -> dic
         sys.stderr.flush()
         os.dup2(saved, 2)
         os.close(saved)
-    info = {"params": params, "profile_sha": profile_fingerprint(params["PROFILE"]),
+    info = {"params": params, "profile_sha": fingerprint,
             "notebook": str(executed), "wall_s": time.time() - t0,
             "threads": os.environ.get("MDLIB_THREADS"), "run_dir": None,
             "host": socket.gethostname(), "pid": os.getpid(),
@@ -568,8 +590,8 @@ class LocalPool:
     def capacity(self) -> int:
         return self.workers
 
-    def submit(self, notebook: str, out_dir: str, params: dict, cwd: str):
-        return self.pool.submit(execute_one, notebook, out_dir, params, cwd)
+    def submit(self, notebook: str, out_dir: str, params: dict, cwd: str, fingerprint: str | None = None):
+        return self.pool.submit(execute_one, notebook, out_dir, params, cwd, fingerprint=fingerprint)
 
     def wait(self, handles: list, timeout: float | None) -> list:
         done, _ = wait(handles, timeout=timeout, return_when=FIRST_COMPLETED)
@@ -710,6 +732,7 @@ def _schedule(grid: Grid, prof: str, run_now: list[dict], pool, summary: dict, p
         postfix()
 
     cwd = str(grid.notebook.parent)
+    fingerprint = profile_fingerprint(prof, grid.profile_ignore)
     postfix()
     try:
         while queue or inflight:
@@ -725,7 +748,7 @@ def _schedule(grid: Grid, prof: str, run_now: list[dict], pool, summary: dict, p
                 queue.remove(r)
                 try:
                     handle = pool.submit(str(grid.notebook), str(r["dir"]),
-                                         {"PROFILE": prof, **r["params"]}, cwd)
+                                         {"PROFILE": prof, **r["params"]}, cwd, fingerprint)
                 except BrokenProcessPool as e:
                     for q in [r] + queue:
                         record(q, {"ok": False, "error": f"not run, worker pool broken: {e}"})
