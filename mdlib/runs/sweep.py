@@ -386,14 +386,15 @@ def _current_done(d: Path, fingerprint: str) -> dict | None:
     return info if info.get("profile_sha", fingerprint) == fingerprint else None
 
 
-def status(path: str | os.PathLike, profile: str | None = None) -> list[dict]:
+def status(path: "str | os.PathLike | Grid", profile: str | None = None) -> list[dict]:
     """One row per configuration: ``hash``, ``state`` (done / stale / running / failed /
     missing), ``dir``, ``params`` (and ``run_dir`` where done, ``holder`` where running).
     ``stale``: done under another version of the profile (it runs again). The same files
     whichever backend (or machine) wrote them; ``running`` means a sweep holds the
-    configuration's lock now."""
+    configuration's lock now. ``path``: a grid file, or a :class:`Grid` already loaded
+    (with ``profile`` applied), which is not read and checked again."""
     from .. import locks
-    grid = load_grid(path, profile)
+    grid = path if isinstance(path, Grid) else load_grid(path, profile)
     prof = _profile(grid, profile)
     root = sweep_dir(grid, prof)
     fp = profile_fingerprint(prof, grid.profile_ignore)
@@ -640,7 +641,7 @@ def run_sweep(path: str | os.PathLike, profile: str | None = None, jobs: int | N
     grid = load_grid(path, profile)
     prof = _profile(grid, profile)
     root = sweep_dir(grid, prof)
-    rows = status(path, prof)
+    rows = status(grid, prof)
     todo = [r for r in rows if r["state"] != "done"]
     skipped = len(rows) - len(todo)
     run_now = todo if limit is None else todo[:max(0, int(limit))]

@@ -139,7 +139,7 @@ def current_runs(prof: dict, task: str) -> list[str] | None:
         return None
     for g, gr in grids:
         default_task = sweep.notebook_parameters(gr.notebook).get("TASK")
-        out += [r["run_dir"] for r in sweep.status(g, prof["name"])
+        out += [r["run_dir"] for r in sweep.status(gr, prof["name"])
                 if r["state"] == "done" and r.get("run_dir")
                 and r["params"].get("TASK", default_task) == task]
     return out
