@@ -85,8 +85,10 @@ gate, gate_run = study.gate_model(prof, codec, train=False)
 judge, judge_run = study.judge_model(prof)
 gen_run = study.generator_run(prof)
 theta = study.gate_theta(prof)  # a number, or derived from the trained gate on validation
+theta_it = study.gate_theta(prof, "iterative")  # the same rule for the iterative gate
 print("autoencoder:", ae_run.read_json("source.json"), "scale", ae_run.read_json("scale.json"))
-print(f"gate acceptance threshold theta = {theta:.3f} ({study.theta_setting(prof)})")
+print(f"gate acceptance threshold theta = {theta:.3f} single-step, {theta_it:.3f} iterative "
+      f"({study.theta_setting(prof)})")
 print("judge:", judge_run.dir.name, "gate:", gate_run.dir.name, "generator:", gen_run.dir.name)
 
 # %% [markdown]
@@ -159,9 +161,10 @@ for v, r in pools.items():
                      "acceptance_single": float((p["iou_single"] > theta).mean()),
                      "gate_iou_mean": float(p["iou_single"].mean()),
                      "scored_iterative": int(np.isfinite(it).sum()),
-                     "acceptance_iterative": float((it[np.isfinite(it)] > theta).mean()) if np.isfinite(it).any() else np.nan,
+                     "acceptance_iterative": float((it[np.isfinite(it)] > theta_it).mean()) if np.isfinite(it).any() else np.nan,
                      "need_single": info["need_single"], "parts": info["parts"], "run": r.hash,
-                     "theta": theta, "theta_rule": str(study.theta_setting(prof))})
+                     "theta": theta, "theta_iterative": theta_it,
+                     "theta_rule": str(study.theta_setting(prof))})
 acceptance = pd.DataFrame(acc_rows)
 acceptance.to_csv(out / "15_acceptance.csv", index=False)
 display(acceptance.round(3))
@@ -182,14 +185,14 @@ t5.to_csv(out / "15_table5.csv", index=False)
 print(lpips_msg)
 display(t5.round(3))
 it = pool["iou_iterative"]
-fig = dfig.gate_iou_hist(pool["iou_single"], theta, it[np.isfinite(it)])
+fig = dfig.gate_iou_hist(pool["iou_single"], theta, it[np.isfinite(it)], theta_it)
 plots.savefig(fig, out / "15_gate_iou.png")
 both = np.isfinite(it)
 if both.any():
-    agree_gates = pd.DataFrame([{"n": int(both.sum()),
+    agree_gates = pd.DataFrame([{"n": int(both.sum()), "theta": theta, "theta_iterative": theta_it,
                                  "single_accepts": float((pool["iou_single"][both] > theta).mean()),
-                                 "iterative_accepts": float((it[both] > theta).mean()),
-                                 "same_decision": float(((pool["iou_single"][both] > theta) == (it[both] > theta)).mean()),
+                                 "iterative_accepts": float((it[both] > theta_it).mean()),
+                                 "same_decision": float(((pool["iou_single"][both] > theta) == (it[both] > theta_it)).mean()),
                                  "iou_corr": float(np.corrcoef(pool["iou_single"][both], it[both])[0, 1]) if both.sum() > 2 else np.nan}])
     agree_gates.to_csv(out / "15_gate_agreement.csv", index=False)
     display(agree_gates.round(3))

@@ -275,10 +275,12 @@ def test_theta_rule_is_the_gates_median_validation_iou(tmp_path, monkeypatch):
     m = ds.m("val") > 0
     shown = []
 
-    def fake_predict(model, x, batch_size=32):  # half the frames right, half shifted away
-        shown.append(np.asarray(x).copy())
+    def fake_predict(model, x, batch_size=32, steps=1):
+        """single step: half the frames right, half shifted away; iterative: all shifted"""
+        shown.append((np.asarray(x).copy(), steps))
         p = m.astype(float).copy()
-        p[1::2] = np.roll(p[1::2], 3, axis=-1)
+        moved = slice(1, None, 2) if steps == 1 else slice(None)
+        p[moved] = np.roll(p[moved], 3, axis=-1)
         return p
     monkeypatch.setattr(study, "predict_masks", fake_predict)
     theta = study.gate_theta(prof)
@@ -286,9 +288,20 @@ def test_theta_rule_is_the_gates_median_validation_iou(tmp_path, monkeypatch):
     pred[1::2] = np.roll(pred[1::2], 3, axis=-1)
     iou = (pred & m).reshape(len(m), -1).sum(1) / np.maximum((pred | m).reshape(len(m), -1).sum(1), 1)
     assert theta == pytest.approx(float(np.median(iou))) and 0 < theta < 1
-    assert len(shown) == 1 and np.array_equal(shown[0], ds.x("val"))  # validation frames only
+    assert len(shown) == 1 and np.array_equal(shown[0][0], ds.x("val"))  # validation frames only
     assert study.gate_theta(prof) == theta and len(shown) == 1          # kept, not recomputed
     assert study.theta_setting(prof) == "val_median"
+    # the iterative gate: the same rule with its own inference (2 DDIM steps), its own file
+    theta_it = study.gate_theta(prof, "iterative")
+    shifted = np.roll(m, 3, axis=-1)
+    iou_it = (shifted & m).reshape(len(m), -1).sum(1) / np.maximum((shifted | m).reshape(len(m), -1).sum(1), 1)
+    assert theta_it == pytest.approx(float(np.median(iou_it))) and theta_it != theta
+    assert len(shown) == 2 and shown[1][1] == 2 and np.array_equal(shown[1][0], ds.x("val"))
+    assert study.gate_theta(prof, "iterative") == theta_it and len(shown) == 2
+    gate_run = study.gate_model(prof, train=False)[1]
+    assert gate_run.read_json("gate_theta_iterative.json")["steps"] == 2
+    with pytest.raises(ValueError, match="gate mode"):
+        study.gate_theta(prof, "ddim")
     for bad in ("median", 1.5, 0):
         p = profiles.load("smoke", overrides={"diffaug": {"gate": {"theta": bad}}})
         with pytest.raises(ValueError, match="diffaug.gate.theta"):

@@ -69,7 +69,6 @@ def run(prof: dict, progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
         rows.append({"method": k, "images": len(xt), "batch": bs, "reps": reps, "threads": threads,
                      "median_s": med, "images_per_s": len(xt) / med, "test_dice": dice[k]})
     tab = pd.DataFrame(rows)
-    single = tab.loc[tab.method.str.contains("single"), "images_per_s"].iloc[0]
     iterative = tab.loc[tab.method.str.contains("iterative"), "images_per_s"].iloc[0]
     plain = tab.loc[tab.method == "U-Net", "images_per_s"].iloc[0]
     tab["speedup_vs_iterative"] = tab.images_per_s / iterative

@@ -125,13 +125,18 @@ def curves(hist: dict, x: str, ys: dict, title: str = "", logy: bool = False, sm
     return fig
 
 
-def gate_iou_hist(iou_single, theta: float, iou_iter=None):
-    fig, ax = plt.subplots(figsize=(5, 3))
+def gate_iou_hist(iou_single, theta: float, iou_iter=None, theta_iter: float | None = None):
+    """Histograms of the gate's IoU on generated samples, single-step and (where scored)
+    iterative, each with its acceptance threshold."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.2))
     bins = np.linspace(0, 1, 41)
-    ax.hist(iou_single, bins=bins, alpha=0.6, label=f"single step (n={len(iou_single)})")
+    c1, c2 = "C0", "C1"
+    ax.hist(iou_single, bins=bins, alpha=0.6, color=c1, label=f"single step (n={len(iou_single)})")
+    ax.axvline(theta, color=c1, ls="--", label=f"theta single = {theta:.3f}")
     if iou_iter is not None and len(iou_iter):
-        ax.hist(iou_iter, bins=bins, alpha=0.6, label=f"iterative (n={len(iou_iter)})")
-    ax.axvline(theta, color="k", ls="--", label=f"theta = {theta}")
+        ax.hist(iou_iter, bins=bins, alpha=0.6, color=c2, label=f"iterative (n={len(iou_iter)})")
+        if theta_iter is not None and theta_iter != theta:
+            ax.axvline(theta_iter, color=c2, ls=":", label=f"theta iterative = {theta_iter:.3f}")
     ax.set_xlabel("gate IoU (predicted vs intended mask)")
     ax.set_ylabel("generated samples")
     ax.legend(fontsize=8)

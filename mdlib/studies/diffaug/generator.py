@@ -36,6 +36,7 @@ import time
 from dataclasses import asdict, dataclass
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
@@ -104,7 +105,7 @@ def train_generator(codec: LatentCodec, frames: torch.Tensor, masks: torch.Tenso
                     emb_table: np.ndarray, emb_mask: np.ndarray, prompt_idx: np.ndarray,
                     null_idx: int, generic_idx: int, net_cfg: InpaintConfig,
                     cfg: GenTrainConfig, run_dir=None, device: str = "cpu",
-                    progress: bool = True) -> tuple[dict, dict, "pd.DataFrame", float]:
+                    progress: bool = True) -> tuple[dict, dict, pd.DataFrame, float]:
     """Train the inpainting UNet (module docstring). ``frames`` float ``(N, 3, H, W)``,
     ``masks`` ``(N, 1, H, W)``; ``emb_table``/``emb_mask``: unique prompts' token
     embeddings; ``prompt_idx[i]``: row of frame ``i``'s prompt; ``null_idx`` /

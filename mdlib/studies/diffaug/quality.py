@@ -68,7 +68,6 @@ def crops(images: np.ndarray, masks: np.ndarray, out: int = 64) -> torch.Tensor:
 
 
 def largest_lesion_masks(masks: np.ndarray) -> np.ndarray:
-    from .synthesis import largest_lesion_crop  # noqa: F401 (same rule)
     out = np.zeros_like(masks, dtype=bool)
     for i, m in enumerate(masks):
         lab, k = segm.lesions(m)

@@ -2,7 +2,6 @@
 notebooks wrote under ``figures/<profile>/`` (never typed)."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -65,7 +64,7 @@ def diffaug_section(fig: Path, profile: str) -> str:
     t["Δ Dice vs without"] = [_f(v) if pd.notna(v) else "" for v in t.get("diff_vs_without", pd.Series([np.nan] * len(t)))]
     t["p (t, Holm)"] = [_p(v) if pd.notna(v) else "" for v in t.get("t_p_holm", pd.Series([np.nan] * len(t)))]
     t["p (seq. bootstrap, Holm)"] = [_p(v) if pd.notna(v) else "" for v in t.get("boot_p_holm", pd.Series([np.nan] * len(t)))]
-    out += [f"Table 2 (`16_table2.csv`; mean ± std over seeds):", "",
+    out += ["Table 2 (`16_table2.csv`; mean ± std over seeds):", "",
             _md(t[["model", "synthetic", "n_synthetic", "Dice", "IoU", "Δ Dice vs without",
                    "p (t, Holm)", "p (seq. bootstrap, Holm)"]]), ""]
     f3 = fig / "16_table3.csv"
@@ -83,7 +82,6 @@ def diffaug_section(fig: Path, profile: str) -> str:
         tb = pd.read_csv(b)
         seg = tb[tb.method.str.contains("segmenter|U-Net")]
         single = seg[seg.method.str.contains("single")].iloc[0]
-        it = seg[seg.method.str.contains("iterative")].iloc[0]
         tb2 = tb.assign(**{"images/s": tb.images_per_s.map(lambda v: f"{v:.2f}"),
                            "test Dice": tb.test_dice.map(lambda v: _f(v) if pd.notna(v) else ""),
                            "× iterative": tb.speedup_vs_iterative.map(lambda v: f"{v:.1f}" if pd.notna(v) else ""),
@@ -118,6 +116,9 @@ def diffaug_section(fig: Path, profile: str) -> str:
             rule = str(acc.theta_rule.iloc[0])
             th = (f"theta = {acc.theta.iloc[0]:.3f}, " + ("the gate's median IoU on the real validation frames"
                                                         if rule == "val_median" else "fixed"))
+            if rule == "val_median" and "theta_iterative" in acc:
+                th += (f"; the iterative gate of Table 6 by the same rule with its own inference: "
+                       f"{acc.theta_iterative.iloc[0]:.3f}")
         out += ["Table 5, generated samples (attribute prompts) accepted vs rejected by the gate "
                 f"(IoU > {th}); Fréchet distance of polyp crops to real training-polyp crops in "
                 "the real-only U-Net's encoder features, mean ± std over 10 equal-size subsets; "
@@ -163,7 +164,7 @@ def diffaug_section(fig: Path, profile: str) -> str:
     if ft.is_file():
         tt = pd.read_csv(ft)
         tt["wall (min)"] = tt.wall_min.map(lambda v: f"{v:.1f}")
-        out += [f"Wall time of each part on this machine (`16_timing.csv`; runs summed, "
+        out += ["Wall time of each part on this machine (`16_timing.csv`; runs summed, "
                 "notebooks end to end):", "", _md(tt[["task", "kind", "runs", "wall (min)"]]), ""]
     return "\n".join(out)
 

@@ -363,8 +363,11 @@ def gate_arm() -> dict:
 #: rules that derive the gate's acceptance threshold from the trained gate on the
 #: validation split (never the test split): ``val_median``, the gate's median IoU on the
 #: real validation frames, i.e. a synthetic polyp is accepted when the gate segments it at
-#: least as well as it segments the typical real one
+#: least as well as it segments the typical real one. The rule is applied to each way of
+#: running the gate (single-step, and iterative for the ablation) with that same inference,
+#: so both accept by the same criterion rather than at one IoU that one of them rarely reaches
 THETA_RULES = ("val_median",)
+GATE_MODES = ("single", "iterative")
 
 
 def theta_setting(prof: dict):
@@ -374,30 +377,35 @@ def theta_setting(prof: dict):
     return th if th in THETA_RULES else float(th)
 
 
-def gate_theta(prof: dict) -> float:
-    """The gate's acceptance threshold: ``gate.theta`` when it is a number; for the rule
-    ``val_median`` the median over the validation frames of the IoU between the trained
-    gate's single-step mask and the true mask, computed once and kept beside the gate's
-    run (``gate_theta.json``). The gate must be trained (:func:`gate_model`)."""
+def gate_theta(prof: dict, mode: str = "single") -> float:
+    """The acceptance threshold of the gate run ``mode`` (``single``: one step, Eq. 11;
+    ``iterative``: ``gate.iterative_steps`` DDIM steps): ``gate.theta`` when it is a number
+    (the same for both); for the rule ``val_median`` the median over the validation frames
+    of the IoU between that inference's mask and the true mask, computed once and kept
+    beside the gate's run (``gate_theta.json``, ``gate_theta_iterative.json``). The gate
+    must be trained (:func:`gate_model`)."""
+    if mode not in GATE_MODES:
+        raise ValueError(f"gate mode '{mode}': expected one of {GATE_MODES}")
     th = theta_setting(prof)
     if not isinstance(th, str):
         return th
-    run = Run("diffaug_seg", prof["name"],
-              segmenter_config(prof, gate_arm(), int(settings(prof)["gate"]["seed"])))
-    f = run.path("gate_theta.json")
+    s = settings(prof)
+    run = Run("diffaug_seg", prof["name"], segmenter_config(prof, gate_arm(), int(s["gate"]["seed"])))
+    f = run.path("gate_theta.json" if mode == "single" else f"gate_theta_{mode}.json")
     if run.done and f.is_file():
         return float(json.loads(f.read_text())["theta"])
     gate, run = gate_model(prof, train=False)
     ds = dataset(prof)
-    pred = predict_masks(gate, ds.x("val"), batch_size=32) >= 0.5
+    kw = {} if mode == "single" else {"steps": int(s["gate"]["iterative_steps"])}
+    pred = predict_masks(gate, ds.x("val"), batch_size=32, **kw) >= 0.5
     m = ds.m("val") > 0
     inter = (pred & m).reshape(len(m), -1).sum(1)
     union = (pred | m).reshape(len(m), -1).sum(1)
     iou = np.where(union > 0, inter / np.maximum(union, 1), 1.0)
     theta = float(np.median(iou))
     if not 0 < theta < 1:
-        raise RuntimeError(f"gate {run.dir}: rule {th} gives theta={theta}, outside (0, 1)")
-    run.write_json("gate_theta.json", {"rule": th, "theta": theta, "n_val": int(len(iou)),
+        raise RuntimeError(f"gate {run.dir} ({mode}): rule {th} gives theta={theta}, outside (0, 1)")
+    run.write_json(f.name, {"rule": th, "mode": mode, **kw, "theta": theta, "n_val": int(len(iou)),
                    "val_iou_quartiles": [float(q) for q in np.percentile(iou, [25, 50, 75])]})
     return theta
 
@@ -409,7 +417,7 @@ def segmenter_run(prof: dict, a: dict, seed: int, progress: bool = True) -> Run:
     ``history.csv``, ``test_per_image.csv`` (id, sequence group, per-image metrics),
     ``test_lesions.csv`` (every test lesion, small or not, detected or not),
     ``test_probs.npz`` (uint8 probabilities), ``model.safetensors``."""
-    s = settings(prof)
+    settings(prof)  # refuses a bad section before any work
     config = segmenter_config(prof, a, seed)
 
     def work(run: Run) -> dict:
@@ -777,10 +785,10 @@ def read_pool(run: Run, with_images: bool = True) -> dict:
     return out
 
 
-def _accepted_counts(run: Run, theta: float) -> tuple[int, int, int, int]:
+def _accepted_counts(run: Run, theta: float, theta_it: float) -> tuple[int, int, int, int]:
     p = read_pool(run, with_images=False)
     it = p["iou_iterative"]
-    return (p["parts"], int((p["iou_single"] > theta).sum()), int((it > theta).sum()),
+    return (p["parts"], int((p["iou_single"] > theta).sum()), int((it > theta_it).sum()),
             int(np.isfinite(it).sum()))
 
 
@@ -816,11 +824,12 @@ def ensure_pool(prof: dict, variant: str, jobs: int = 1, progress: bool = True) 
         return run
     n_train = len(dataset(prof).index("train"))
     need = demand(prof, variant, n_train)
+    theta_it = gate_theta(prof, "iterative") if need["iterative"] else theta
     B = int(sy["batch"])
     cap_parts = math.ceil(float(sy.get("max_generations_factor", 3.0))
                           * max(need.values()) / B)
     while True:
-        parts, acc1, acc_it, scored = _accepted_counts(run, theta)
+        parts, acc1, acc_it, scored = _accepted_counts(run, theta, theta_it)
         p = read_pool(run, with_images=False)
         placed = int((p["records"].row >= 0).sum()) if len(p["records"]) else 0
         rate1 = max(0.05, acc1 / placed) if placed else 0.7
@@ -841,8 +850,9 @@ def ensure_pool(prof: dict, variant: str, jobs: int = 1, progress: bool = True) 
         more = min(more, cap_parts - parts)
         parallel([("generate_part", {"variant": variant, "k": k}) for k in range(parts, parts + more)],
                  prof, jobs, desc=f"pool {variant}", progress=progress)
-    parts, acc1, acc_it, scored = _accepted_counts(run, theta)
+    parts, acc1, acc_it, scored = _accepted_counts(run, theta, theta_it)
     run.finish(parts=parts, accepted_single=acc1, accepted_iterative=acc_it, scored_iterative=scored,
+               theta_single=theta, theta_iterative=theta_it if need["iterative"] else None,
                need_single=need["single"], need_iterative=need["iterative"])
     return run
 
@@ -855,8 +865,7 @@ def select_synthetic(prof: dict, spec: dict, n_train: int):
     """The synthetic training images of an arm: the first ``round(multiple * n_train)``
     samples of the pool in plan order that pass its gate. Returns ``(images, masks,
     records)``; fewer when the pool's cap was reached (recorded in the run)."""
-    s = settings(prof)
-    theta = gate_theta(prof)
+    settings(prof)  # refuses a bad section before any work
     run = pool_run(prof, spec["variant"], create=False)
     if not run.done:
         raise RuntimeError(f"pool {spec['variant']} ({run.dir}) is not finished: run "
@@ -864,9 +873,9 @@ def select_synthetic(prof: dict, spec: dict, n_train: int):
     p = read_pool(run)
     n = int(round(float(spec["multiple"]) * n_train))
     if spec["gate"] == "single":
-        ok = p["iou_single"] > theta
+        ok = p["iou_single"] > gate_theta(prof)
     elif spec["gate"] == "iterative":
-        ok = p["iou_iterative"] > theta
+        ok = p["iou_iterative"] > gate_theta(prof, "iterative")
     else:
         ok = np.ones(len(p["iou_single"]), bool)
     rows = np.flatnonzero(ok)[:n]
@@ -944,7 +953,7 @@ def collect(prof: dict, g: list | None = None) -> pd.DataFrame:
 def current_runs(prof: dict) -> dict:
     """``{task: set of run hashes}`` of this profile's current configuration (runs left
     over from other configurations are not part of it)."""
-    s = settings(prof)
+    settings(prof)  # refuses a bad section before any work
     out = {"diffaug_split": {split_run(prof).hash}, "diffaug_ae": {ae_hash(prof)},
            "diffaug_gen": {gen_hash(prof)},
            "diffaug_pool": {Run("diffaug_pool", prof["name"], pool_config(prof, v)).hash for v in S.VARIANTS},
