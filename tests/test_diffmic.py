@@ -378,8 +378,8 @@ def test_primary_is_unadjusted_and_the_rest_holm(tmp_path):
             probs = rng.random((10, 2))
             pd.DataFrame({"test_index": range(10), "label": rng.integers(0, 2, 10),
                           "p0": probs[:, 0], "p1": probs[:, 1]}).to_csv(d / "test_predictions.csv", index=False)
-            rows.append({"setting": "s", "dataset": "breastmnist", "method": method, "seed": seed,
-                         "overrides": "{}", "run_dir": str(d),
+            rows.append({"setting": "s", "dataset": "breastmnist", "image_size": 28, "method": method,
+                         "seed": seed, "overrides": "{}", "run_dir": str(d),
                          **{m: 0.7 + shift + 0.01 * rng.random() for m in analysis.METRICS}})
     df = pd.DataFrame(rows)
     t = analysis.table2_tests(df, ["s"])
@@ -397,6 +397,10 @@ def test_primary_is_unadjusted_and_the_rest_holm(tmp_path):
     assert np.isnan(p0.mde) and np.isnan(p0.t_p)
     tab = analysis.table2(df, ["s"])
     assert list(tab.method) == ["C1", "DCG", "full"] and tab.ref_v2_resnet18_28_acc.iloc[0] == 0.863
+    at64 = pd.concat([df, df.assign(setting="s@64", image_size=64)])  # the 28 px reference
+    tab = analysis.table2(at64, ["s", "s@64"])                         # stands at 28 px only
+    assert (tab[tab.setting == "s"].ref_v2_resnet18_28_acc == 0.863).all()
+    assert tab[tab.setting == "s@64"].ref_v2_resnet18_28_acc.isna().all()
 
 
 def test_findings_count_the_primary_tests_by_fixed_rules(tmp_path):

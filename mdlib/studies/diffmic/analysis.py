@@ -114,11 +114,12 @@ def table2(df: pd.DataFrame, settings) -> pd.DataFrame:
     s["label"] = s.method.map(VARIANT_LABELS)
     s["order"] = s.method.map({"C1": 0, "DCG": 1, "full": 2})
     s["setting_order"] = s.setting.map({st: i for i, st in enumerate(settings)})
-    ds = d.drop_duplicates("setting").set_index("setting")["dataset"]
-    s["ref_v2_resnet18_28_acc"] = [REFERENCE_V2_RESNET18_28.get(ds[st], {}).get("acc", math.nan)
-                                   for st in s.setting]
-    s["ref_v2_resnet18_28_auc"] = [REFERENCE_V2_RESNET18_28.get(ds[st], {}).get("auc", math.nan)
-                                   for st in s.setting]
+    first = d.drop_duplicates("setting").set_index("setting")
+    # the 28 px reference stands beside 28 px settings only (not beside breastmnist@64)
+    ref = {st: REFERENCE_V2_RESNET18_28.get(first.dataset[st], {}) if int(first.image_size[st]) == 28
+           else {} for st in first.index}
+    s["ref_v2_resnet18_28_acc"] = [ref[st].get("acc", math.nan) for st in s.setting]
+    s["ref_v2_resnet18_28_auc"] = [ref[st].get("auc", math.nan) for st in s.setting]
     return s.sort_values(["setting_order", "order"]).drop(columns=["order", "setting_order"]).reset_index(drop=True)
 
 

@@ -37,10 +37,12 @@ def table2_bars(summary: pd.DataFrame, runs: pd.DataFrame, metrics=("test_acc", 
                 ax.plot(np.full(len(v), x[i]), v, "o", ms=3, color="k", alpha=0.6)
         if m == "test_acc" and "ref_v2_resnet18_28_acc" in summary:
             ref = summary.drop_duplicates("setting").set_index("setting").reindex(settings)
-            for i, v in enumerate(ref["ref_v2_resnet18_28_acc"]):
+            labelled = False
+            for i, v in enumerate(ref["ref_v2_resnet18_28_acc"]):  # NaN: not a 28 px setting
                 if np.isfinite(v):
                     ax.hlines(v, i - 1.6 * w, i + 1.6 * w, colors="k", lw=2,
-                              label="MedMNIST v2 ResNet-18 (28 px)" if i == 0 else None)
+                              label=None if labelled else "MedMNIST v2 ResNet-18 (28 px)")
+                    labelled = True
         lo = np.nanmin(summary[f"{m}_mean"] - summary[f"{m}_std"].fillna(0))
         hi = np.nanmax(summary[f"{m}_mean"] + summary[f"{m}_std"].fillna(0))
         ax.set_ylim(max(0.0, lo - 0.1), max(1.0, hi + 0.02))  # no error bar cut off
