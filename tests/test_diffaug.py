@@ -163,7 +163,8 @@ def test_group_bootstrap_and_detectable_difference():
     from scipy import stats
     same = analysis.group_bootstrap(np.full(12, 0.5), np.full(12, 0.4), np.repeat(np.arange(4), 3))
     assert same["diff"] == pytest.approx(0.1) and same["boot_lo"] == pytest.approx(0.1)
-    assert same["boot_hi"] == pytest.approx(0.1) and same["boot_p"] == 0.0 and same["n_groups"] == 4
+    assert same["boot_hi"] == pytest.approx(0.1) and same["n_groups"] == 4 and same["n_units"] == 12
+    assert np.isnan(same["boot_p"])  # every difference equal: nothing to resample, not p = 0
     rng = np.random.default_rng(0)
     g = np.repeat(np.arange(6), 20)
     d = np.repeat(rng.normal(0, 1, 6), 20) + rng.normal(0, 0.05, 120)   # differences shared within a group
@@ -171,9 +172,38 @@ def test_group_bootstrap_and_detectable_difference():
     frames = analysis.group_bootstrap(d, np.zeros(120), np.arange(120))
     assert grouped["boot_hi"] - grouped["boot_lo"] > 3 * (frames["boot_hi"] - frames["boot_lo"])
     x = np.array([0.01, 0.03, 0.02])
-    want = (stats.t.ppf(0.975, 2) + stats.t.ppf(0.8, 2)) * x.std(ddof=1) / np.sqrt(3)
-    assert analysis.detectable_difference(x) == pytest.approx(want)
+    mdd = analysis.detectable_difference(x)  # exact (noncentral t): at that mean difference a
+    nc = mdd / x.std(ddof=1) * np.sqrt(3)    # paired t-test over 3 seeds has power 0.8
+    tc = stats.t.ppf(0.975, 2)
+    assert stats.nct.sf(tc, 2, nc) + stats.nct.cdf(-tc, 2, nc) == pytest.approx(0.8, abs=1e-4)
+    shortcut = (tc + stats.t.ppf(0.8, 2)) * x.std(ddof=1) / np.sqrt(3)
+    assert mdd > shortcut  # the textbook shortcut understates it at 2 degrees of freedom
     assert np.isnan(analysis.detectable_difference([0.1]))
+    assert np.isnan(analysis.detectable_difference([0.02, 0.02, 0.02]))  # no spread
+
+
+def test_family_shows_the_primary_unadjusted_and_the_rest_holm_adjusted(tmp_path):
+    """test_family: the primary alone (its p in t_p_adj as it is, t_p_holm empty), the
+    others one Holm family; adjustment says which for every row."""
+    from mdlib.runs.results import holm
+    rng = np.random.default_rng(0)
+    rows = []
+    for label, shift in (("base", 0.0), ("with", 0.03), ("other", 0.01), ("third", -0.01)):
+        for seed in range(3):
+            d = tmp_path / f"{label}{seed}"
+            d.mkdir()
+            dice = np.clip(0.5 + shift + rng.normal(0, 0.05, 24), 0, 1)
+            pd.DataFrame({"id": [str(i) for i in range(24)], "group": np.repeat(np.arange(6), 4),
+                          "dice": dice}).to_csv(d / "test_per_image.csv", index=False)
+            rows.append({"label": label, "seed": seed, "run_dir": str(d), "test_dice": dice.mean()})
+    df = pd.DataFrame(rows)
+    t = analysis.test_family(df, ("with", "base", "test_dice"),
+                             [("other", "base", "test_dice"), ("third", "base", "test_dice")])
+    p, sec = t[t.role == "primary"].iloc[0], t[t.role == "secondary"]
+    assert np.isnan(p.t_p_holm) and p.t_p_adj == p.t_p and p.boot_p_adj == p.boot_p
+    assert p.adjustment == "primary: not adjusted" and (sec.adjustment == "Holm, family of 2").all()
+    assert np.allclose(sec.t_p_adj, holm(sec.t_p.to_numpy())) and np.allclose(sec.t_p_adj, sec.t_p_holm)
+    assert (t.n_groups == 6).all() and (t.n_seeds == 3).all()
 
 
 # --------------------------------------------------------------------------- the protocol

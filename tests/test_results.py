@@ -73,8 +73,23 @@ def test_paired_bootstrap_is_the_percentile_bootstrap_by_definition():
     r = np.random.default_rng(7)
     means = np.array([d[r.integers(0, len(d), len(d))].mean() for _ in range(4000)])
     assert (b["boot_lo"], b["boot_hi"]) == pytest.approx(tuple(np.percentile(means, [2.5, 97.5])))
-    assert b["boot_p"] == pytest.approx(2 * min((means <= 0).mean(), (means >= 0).mean()))
+    assert b["boot_p"] == pytest.approx(2 * (min((means <= 0).sum(), (means >= 0).sum()) + 1) / 4001)
+    assert b["boot_se"] == pytest.approx(means.std(ddof=1))
     assert b["diff"] == pytest.approx(d.mean()) and b["boot_lo"] <= b["diff"] <= b["boot_hi"]
+
+
+def test_paired_bootstrap_p_is_never_zero_and_undefined_without_spread():
+    """A difference no replicate crosses gets p = 2 / (n_boot + 1), not 0; every
+    difference equal (or identical arms) leaves nothing to resample: p is NaN, not 0 or 1."""
+    rng = np.random.default_rng(4)
+    far = R.paired_bootstrap(rng.random(50) + 5, rng.random(50), n_boot=999, seed=0)
+    assert far["boot_p"] == pytest.approx(2 / 1000)
+    same = R.paired_bootstrap(np.full(12, 0.5), np.full(12, 0.4), n_boot=500, seed=0,
+                              groups=np.repeat(np.arange(4), 3))
+    assert math.isnan(same["boot_p"]) and same["boot_se"] < 1e-12 and same["diff"] == pytest.approx(0.1)
+    assert math.isnan(R.paired_bootstrap(np.ones(8), np.ones(8), n_boot=200)["boot_p"])
+    assert math.isnan(R.paired_bootstrap(np.ones(8), np.zeros(8), n_boot=200,
+                                         groups=np.zeros(8))["boot_p"])  # one group
 
 
 def test_paired_bootstrap_agrees_with_scipy_bootstrap():

@@ -169,8 +169,11 @@ def per_image_correct(run_dirs) -> np.ndarray:
 def paired_bootstrap(ca: np.ndarray, cb: np.ndarray, n_boot: int = 10000, seed: int = 0,
                      groups=None) -> dict:
     """Paired bootstrap over test images of ``mean(ca) - mean(cb)`` (per-image correctness,
-    e.g. seed-averaged): the difference, its 95% percentile interval and a two-sided
-    p-value (twice the smaller tail share of resampled differences beyond 0).
+    e.g. seed-averaged): the difference, its 95% percentile interval, a two-sided p-value
+    (twice the smaller tail of resampled differences beyond 0, as ``(hits + 1) / (n_boot +
+    1)``, so never 0; NaN when the replicates do not vary, e.g. every difference equal, or
+    with fewer than 2 units) and the bootstrap standard error ``boot_se``. ``n_units``: the
+    resampled units (groups, or images without groups); ``n_items``: the images.
 
     ``groups`` (one label per image, e.g. LC25000's source tile of each rotated copy): a
     **cluster bootstrap**, resampling whole groups with replacement (the statistic of a
@@ -199,9 +202,13 @@ def paired_bootstrap(ca: np.ndarray, cb: np.ndarray, n_boot: int = 10000, seed: 
         pick = rng.integers(0, k, (m, k))
         means[i:i + m] = sums[pick].sum(1) / counts[pick].sum(1)
     lo, hi = np.percentile(means, [2.5, 97.5])
-    p = 2 * min((means <= 0).mean(), (means >= 0).mean())
+    se = float(means.std(ddof=1)) if n_boot > 1 else math.nan
+    if k < 2 or not se > 1e-12 * max(1.0, float(np.abs(means).max())):
+        p = math.nan  # no spread between replicates (every difference equal): undefined
+    else:  # two-sided, twice the smaller tail, counted as (hits + 1) / (n_boot + 1)
+        p = min(1.0, 2 * (min((means <= 0).sum(), (means >= 0).sum()) + 1) / (n_boot + 1))
     return {"diff": float(d.mean()), "boot_lo": float(lo), "boot_hi": float(hi),
-            "boot_p": float(min(1.0, p)), "n_units": int(k)}
+            "boot_p": float(p), "boot_se": se, "n_units": int(k), "n_items": int(len(d))}
 
 
 def holm(pvalues) -> np.ndarray:

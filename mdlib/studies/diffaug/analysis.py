@@ -3,16 +3,20 @@
 * Summaries over seeds: mean, std and 95% t-interval (:func:`mdlib.runs.results.summarise`).
 * Paired tests against the same model without synthetic data, matched by seed
   (:func:`mdlib.runs.results.paired_seed_test`), and a **group bootstrap** over the test
-  frames (:func:`group_bootstrap`): per test frame the metric averaged over seeds, the
-  difference of the two arms per frame, and whole sequence groups resampled with
+  frames (:func:`group_bootstrap`, the core cluster bootstrap
+  :func:`mdlib.runs.results.paired_bootstrap`): per test frame the metric averaged over
+  seeds, the difference of the two arms per frame, and whole sequence groups resampled with
   replacement (the frames of one video are not independent).
 * The **primary hypothesis** is declared in the profile (``diffaug.primary``; default: the
   U-Net with DiffAug at ``multiple`` vs the U-Net without, test Dice) and tested alone; every
-  other comparison is one family, Holm-adjusted (:func:`mdlib.runs.results.holm`).
-* The smallest difference the seeds could detect (:func:`detectable_difference`): for a
-  paired t-test with ``n`` seeds at two-sided alpha 0.05 and power 0.8,
-  ``(t_{0.975, n-1} + t_{0.8, n-1}) * sd(d) / sqrt(n)``, with the observed standard
-  deviation of the paired differences; for the group bootstrap, 2.8 bootstrap standard errors.
+  other comparison is one family, Holm-adjusted (:func:`mdlib.runs.results.holm`). The
+  columns ``t_p_adj`` / ``boot_p_adj`` hold the p-value a table shows (the primary's
+  unadjusted, the family's Holm-adjusted) and ``adjustment`` says which.
+* The smallest difference the seeds could detect (:func:`detectable_difference`): a paired
+  t-test over ``n`` seeds at two-sided alpha 0.05 and power 0.8, exact from the noncentral
+  t (:func:`mdlib.runs.results.min_detectable_difference`) with the observed standard
+  deviation of the paired differences; for the group bootstrap, 2.8 bootstrap standard
+  errors (the test sequences' variability at these seeds, not the seeds').
 """
 from __future__ import annotations
 
@@ -22,18 +26,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ...runs.results import holm, mean_std_ci, paired_seed_test, summarise
+from ...runs.results import (holm, mean_std_ci, min_detectable_difference, paired_bootstrap,
+                             paired_seed_test, summarise)
 
 
 def detectable_difference(d, alpha: float = 0.05, power: float = 0.8) -> float:
-    from scipy import stats
+    """The smallest mean paired difference ``n = len(d)`` seeds detect (module docstring);
+    NaN with fewer than 2 finite differences or none of their spread."""
     d = np.asarray(d, float)
     d = d[np.isfinite(d)]
-    n = len(d)
-    if n < 2:
+    if len(d) < 2:
         return math.nan
-    sd = d.std(ddof=1)
-    return float((stats.t.ppf(1 - alpha / 2, n - 1) + stats.t.ppf(power, n - 1)) * sd / math.sqrt(n))
+    return min_detectable_difference(float(d.std(ddof=1)), len(d), alpha, power)
 
 
 def per_image_mean(run_dirs, metric: str = "dice") -> pd.DataFrame:
@@ -64,23 +68,16 @@ def per_lesion_mean(run_dirs, small_only: bool = True) -> pd.DataFrame:
 def group_bootstrap(a: np.ndarray, b: np.ndarray, groups: np.ndarray, n_boot: int = 10000,
                     seed: int = 0) -> dict:
     """Bootstrap of ``mean(a - b)`` over paired units resampled by **group** (whole groups
-    with replacement): the difference, its 95% percentile interval, a two-sided p-value
-    (twice the smaller tail share beyond 0) and the bootstrap standard error."""
+    with replacement; :func:`mdlib.runs.results.paired_bootstrap`): the difference, its 95%
+    percentile interval, a two-sided p-value (NaN when nothing varies), the bootstrap
+    standard error, ``n_units`` (paired units) and ``n_groups``."""
     a, b, groups = np.asarray(a, float), np.asarray(b, float), np.asarray(groups)
     if a.shape != b.shape or a.shape != groups.shape:
         raise ValueError(f"group_bootstrap: shapes {a.shape}, {b.shape}, {groups.shape} differ")
-    d = a - b
-    ug, inv = np.unique(groups, return_inverse=True)
-    sums = np.bincount(inv, weights=d, minlength=len(ug))
-    cnts = np.bincount(inv, minlength=len(ug)).astype(float)
-    rng = np.random.default_rng(seed)
-    pick = rng.integers(0, len(ug), (n_boot, len(ug)))
-    means = sums[pick].sum(1) / cnts[pick].sum(1)
-    lo, hi = np.percentile(means, [2.5, 97.5])
-    p = 2 * min((means <= 0).mean(), (means >= 0).mean())
-    return {"diff": float(d.mean()), "boot_lo": float(lo), "boot_hi": float(hi),
-            "boot_p": float(min(1.0, p)), "boot_se": float(means.std(ddof=1)),
-            "n_units": int(len(d)), "n_groups": int(len(ug))}
+    bt = paired_bootstrap(a, b, n_boot=n_boot, seed=seed, groups=groups)
+    return {"diff": bt["diff"], "boot_lo": bt["boot_lo"], "boot_hi": bt["boot_hi"],
+            "boot_p": bt["boot_p"], "boot_se": bt["boot_se"], "n_units": bt["n_items"],
+            "n_groups": bt["n_units"]}
 
 
 def summary_table(df: pd.DataFrame, metrics, by=("label",)) -> pd.DataFrame:
@@ -128,6 +125,11 @@ def test_family(df: pd.DataFrame, primary: tuple[str, str, str], others: list[tu
         f["boot_p_holm"] = holm(f["boot_p"])
         rows += f.to_dict("records")
     out = pd.DataFrame(rows)
-    out.loc[out.role == "primary", "t_p_holm"] = out.loc[out.role == "primary", "t_p"]
-    out.loc[out.role == "primary", "boot_p_holm"] = out.loc[out.role == "primary", "boot_p"]
+    for c in ("t_p_holm", "boot_p_holm"):  # the primary is in no family: nothing adjusted
+        if c not in out:
+            out[c] = np.nan
+    prim = out.role == "primary"
+    out["t_p_adj"] = np.where(prim, out.t_p, out.t_p_holm)
+    out["boot_p_adj"] = np.where(prim, out.boot_p, out.boot_p_holm)
+    out["adjustment"] = np.where(prim, "primary: not adjusted", f"Holm, family of {len(fam)}")
     return out

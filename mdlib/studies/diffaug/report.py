@@ -22,8 +22,28 @@ def _p(v) -> str:
     return "<0.001" if v < 0.001 else f"{v:.3f}"
 
 
+#: the decision rule of :func:`verdict`, printed beside it
+RULE = ("helped (or hurt) means a positive (negative) difference with both two-sided tests, "
+        "the paired t-test over seeds and the sequence bootstrap, below 0.05; an undefined "
+        "test (no spread) counts as not below")
+
+
+def _pa(v, role) -> str:
+    """A shown p-value: the primary's (unadjusted) marked with a dagger."""
+    if v is None or not np.isfinite(v):
+        return ""
+    return _p(v) + (" †" if role == "primary" else "")
+
+
+def _adj_note(tests: pd.DataFrame) -> str:
+    n = int((tests.role != "primary").sum())
+    return (f"† the primary comparison, not adjusted; every other p-value is Holm-adjusted "
+            f"within one family of {n} comparisons (`16_tests.csv`).")
+
+
 def verdict(t: pd.Series, alpha: float = 0.05) -> str:
-    """Plain words for the primary comparison: helped / hurt / no detectable difference."""
+    """Plain words for the primary comparison: helped / hurt / no detectable difference
+    (:data:`RULE`)."""
     sig_t, sig_b = t.t_p < alpha, t.boot_p < alpha
     if t.diff_seed_mean > 0 and sig_t and sig_b:
         return "helped"
@@ -45,36 +65,45 @@ def diffaug_section(fig: Path, profile: str) -> str:
     sp = fig / "14_split_summary.csv"
     if sp.is_file():
         s = pd.read_csv(sp).set_index("split")
-        out += [f"CVC-ClinicDB, grouped by its 29 published video sequences: "
+        out += [f"CVC-ClinicDB, grouped by its {int(s.sequences.sum())} published video sequences: "
                 f"{int(s.loc['train', 'frames'])} train / {int(s.loc['val', 'frames'])} val / "
                 f"{int(s.loc['test', 'frames'])} test frames "
                 f"({int(s.loc['test', 'sequences'])} test sequences; `14_split.csv`). "
                 f"Every arm of a model family trains the same number of optimizer steps, is "
                 f"selected on validation Dice and tested once; {int(t2.seeds.min())} seeds.", ""]
-    out += [f"**Primary hypothesis** (declared in the profile): {prim.a} beats {prim.b} on mean "
-            f"test Dice. Result: synthetic polyps **{verdict(prim)}** here: difference "
-            f"{_f(prim.diff_seed_mean)} (95% CI over seeds ± {_f(prim.diff_seed_ci95)}, paired "
-            f"t-test p = {_p(prim.t_p)}; bootstrap over test frames resampled by sequence: "
-            f"[{_f(prim.boot_lo)}, {_f(prim.boot_hi)}], p = {_p(prim.boot_p)}). The smallest "
-            f"difference these seeds could detect (alpha 0.05, power 0.8): "
-            f"{_f(prim.detectable_t)} Dice (paired t), {_f(prim.detectable_boot)} (sequence "
-            f"bootstrap). Other comparisons below are Holm-adjusted as one family "
-            f"(`16_tests.csv`).", ""]
+    mname = str(prim.metric).replace("test_", "").replace("_", " ")
+    mname = {"dice": "Dice", "iou": "IoU", "pooled dice": "pooled Dice"}.get(mname, mname)
+    ng = f" ({int(prim.n_groups)} test sequences)" if "n_groups" in prim and pd.notna(prim.n_groups) else ""
+    out += [f"**Primary hypothesis** (declared in the profile): {prim.a} differs from {prim.b} in "
+            f"mean per-frame test {mname}. Result: synthetic polyps **{verdict(prim)}** here: "
+            f"difference {_f(prim.diff_seed_mean)} (95% CI over {int(prim.n_seeds)} seeds ± "
+            f"{_f(prim.diff_seed_ci95)}, paired t-test p = {_p(prim.t_p)}; bootstrap over test "
+            f"frames resampled by sequence{ng}: [{_f(prim.boot_lo)}, {_f(prim.boot_hi)}], p = "
+            f"{_p(prim.boot_p)}). The rule: {RULE}. The smallest difference the paired t-test "
+            f"over these seeds could detect (alpha 0.05, power 0.8): {_f(prim.detectable_t)}; "
+            f"the sequence bootstrap, at these seeds: {_f(prim.detectable_boot)} (2.8 bootstrap "
+            f"standard errors). Every seed's arms use the same generator, pools and gate (one "
+            f"of each, notebook 15), so the spread over seeds leaves out the variability of "
+            f"synthesis itself. {_adj_note(tests)}", ""]
     t = t2.copy()
     t["Δ Dice vs without"] = [_f(v) if pd.notna(v) else "" for v in t.get("diff_vs_without", pd.Series([np.nan] * len(t)))]
-    t["p (t, Holm)"] = [_p(v) if pd.notna(v) else "" for v in t.get("t_p_holm", pd.Series([np.nan] * len(t)))]
-    t["p (seq. bootstrap, Holm)"] = [_p(v) if pd.notna(v) else "" for v in t.get("boot_p_holm", pd.Series([np.nan] * len(t)))]
-    out += ["Table 2 (`16_table2.csv`; mean ± std over seeds):", "",
+    nan = pd.Series([np.nan] * len(t))
+    role = t.get("role", pd.Series([""] * len(t)))
+    t["p (t)"] = [_pa(v, r) for v, r in zip(t.get("t_p_adj", nan), role)]
+    t["p (seq. bootstrap)"] = [_pa(v, r) for v, r in zip(t.get("boot_p_adj", nan), role)]
+    out += ["Table 2 (`16_table2.csv`; mean per-frame test Dice and IoU, mean ± std over seeds):", "",
             _md(t[["model", "synthetic", "n_synthetic", "Dice", "IoU", "Δ Dice vs without",
-                   "p (t, Holm)", "p (seq. bootstrap, Holm)"]]), ""]
+                   "p (t)", "p (seq. bootstrap)"]]), ""]
     f3 = fig / "16_table3.csv"
     if f3.is_file():
         t3 = pd.read_csv(f3)
         t3["Δ sens. vs without"] = [_f(v) if pd.notna(v) else "" for v in t3.get("diff_vs_without", pd.Series([np.nan] * len(t3)))]
-        t3["p (Holm)"] = [_p(v) if pd.notna(v) else "" for v in t3.get("t_p_holm", pd.Series([np.nan] * len(t3)))]
-        out += ["Table 3, small polyps (< 3% of the frame; detected when IoU with the predicted "
-                "components touching it ≥ 0.5; specificity per pixel on their frames; "
-                "`16_table3.csv`):", "",
+        t3["p (Holm)"] = [_p(v) if pd.notna(v) else "" for v in t3.get("t_p_adj", pd.Series([np.nan] * len(t3)))]
+        sf = f"{t3.small_frac.iloc[0]:.0%}" if "small_frac" in t3 else "a fixed share"
+        di = f"{t3.detect_iou.iloc[0]:g}" if "detect_iou" in t3 else "the threshold"
+        out += [f"Table 3, small polyps (< {sf} of the frame; detected when IoU with the predicted "
+                f"components touching it ≥ {di}; sensitivity and FNR per lesion, specificity per "
+                "pixel on their frames; `16_table3.csv`):", "",
                 _md(t3[["label", "n_small_lesions", "Sensitivity", "FNR", "Specificity",
                         "Δ sens. vs without", "p (Holm)"]]), ""]
     b = fig / "bench_diffaug.csv"
@@ -129,22 +158,28 @@ def diffaug_section(fig: Path, profile: str) -> str:
     if f6.is_file():
         t6 = pd.read_csv(f6)
         t6["Δ Dice"] = [f"{_f(d)} vs {v}" if pd.notna(d) else "" for d, v in zip(t6.get("diff", np.nan), t6.get("vs", ""))]
-        t6["p (Holm)"] = [_p(v) if pd.notna(v) else "" for v in t6.get("t_p_holm", pd.Series([np.nan] * len(t6)))]
-        t6["FNR"] = t6.fnr_mean.map(_f)
+        r6 = t6.get("adjustment", pd.Series([""] * len(t6))).map(lambda a: "primary" if str(a).startswith("primary") else "")
+        t6["p (t)"] = [_pa(v, r) for v, r in zip(t6.get("t_p_adj", pd.Series([np.nan] * len(t6))), r6)]
+        t6["pixel FNR"] = t6.fnr_mean.map(_f)
+        t6["small-polyp FNR"] = t6.get("small_fnr_mean", pd.Series([np.nan] * len(t6))).map(_f)
         t6["gate images/s"] = t6.get("gate_images_per_s", pd.Series([np.nan] * len(t6))).map(lambda v: f"{v:.1f}" if pd.notna(v) else "")
         t6["acceptance"] = t6.get("acceptance", pd.Series([np.nan] * len(t6))).map(lambda v: f"{v:.1%}" if pd.notna(v) else "")
-        out += ["Table 6, ablation on the U-Net (same steps, same number of synthetic images; "
-                "`16_table6.csv`):", "",
-                _md(t6[["configuration", "n_synthetic", "Dice", "IoU", "FNR", "acceptance",
-                        "gate images/s", "Δ Dice", "p (Holm)"]]), ""]
+        ns = t6.n_synthetic[t6.n_synthetic > 0]
+        same = (f"the same number of synthetic images ({int(ns.iloc[0])})" if ns.nunique() == 1
+                else "synthetic images as listed (a pool that reached its cap gives fewer)")
+        out += [f"Table 6, ablation on the U-Net (same steps, {same}; pixel FNR: mean per frame; "
+                "small-polyp FNR: per lesion, as in Table 3; `16_table6.csv`):", "",
+                _md(t6[["configuration", "n_synthetic", "Dice", "IoU", "pixel FNR", "small-polyp FNR",
+                        "acceptance", "gate images/s", "Δ Dice", "p (t)"]]), ""]
     f7 = fig / "16_table7.csv"
     if f7.is_file():
         t7 = pd.read_csv(f7)
         t7["Δ vs real only"] = [_f(v) if pd.notna(v) else "" for v in t7.get("diff_vs_real", pd.Series([np.nan] * len(t7)))]
-        t7["p (Holm)"] = [_p(v) if pd.notna(v) else "" for v in t7.get("t_p_holm", pd.Series([np.nan] * len(t7)))]
+        r7 = t7.get("adjustment", pd.Series([""] * len(t7))).map(lambda a: "primary" if str(a).startswith("primary") else "")
+        t7["p (t)"] = [_pa(v, r) for v, r in zip(t7.get("t_p_adj", pd.Series([np.nan] * len(t7))), r7)]
         t7["synthetic per real"] = t7.multiple.map(lambda v: f"{v:g}x")
         out += ["Table 7, synthetic images per real one (U-Net; `16_table7.csv`, `16_table7.png`):", "",
-                _md(t7[["synthetic per real", "n_real", "n_synthetic", "Dice", "IoU", "Δ vs real only", "p (Holm)"]]), ""]
+                _md(t7[["synthetic per real", "n_real", "n_synthetic", "Dice", "IoU", "Δ vs real only", "p (t)"]]), ""]
     fp = fig / "15_prompt_following.csv"
     if fp.is_file():
         p = pd.read_csv(fp)

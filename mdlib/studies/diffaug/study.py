@@ -436,7 +436,7 @@ def segmenter_run(prof: dict, a: dict, seed: int, progress: bool = True) -> Run:
         res = train_segmenter(model, (x, m), (ds.x("val"), ds.m("val")), cfg,
                               ds.x("test"), ds.m("test"), run_dir=run.dir, progress=progress,
                               desc=f"{arm_label(a)} s{seed}")
-        record_segmenter(run, ds, res, prof)
+        record_segmenter(run, ds, res, prof, cfg.threshold)
         checkpoints.save_checkpoint(run.path("model.safetensors"), res.state_dict,
                                     {"arm": a, "seed": seed,
                                      "weights_status": getattr(model, "weights_status", "")})
@@ -446,24 +446,32 @@ def segmenter_run(prof: dict, a: dict, seed: int, progress: bool = True) -> Run:
     return run_once("diffaug_seg", prof["name"], config, work)
 
 
+def lesion_rule(prof: dict) -> dict:
+    """Table 3's definitions: a lesion is *small* below ``small_frac`` of the frame's area
+    and *detected* when its IoU with the predicted components touching it reaches
+    ``detect_iou`` (profile section ``metrics``, else :mod:`mdlib.metrics.segmentation`'s)."""
+    ms = settings(prof).get("metrics") or {}
+    return {"small_frac": float(ms.get("small_frac", segm.SMALL_FRAC)),
+            "detect_iou": float(ms.get("detect_iou", segm.DETECT_IOU))}
+
+
 def test_tables(probs: np.ndarray, gt: np.ndarray, ids, groups, prof: dict, t: float = 0.5):
     """Per-image metrics and the lesion table of test predictions."""
-    ms = settings(prof).get("metrics") or {}
+    rule = lesion_rule(prof)
     pred = probs >= t
     pi = pd.DataFrame(segm.per_image(pred, gt))
     pi.insert(0, "group", np.asarray(groups))
     pi.insert(0, "id", np.asarray(ids))
-    les = segm.lesion_table(pred, gt, small_frac=float(ms.get("small_frac", segm.SMALL_FRAC)),
-                            detect_iou=float(ms.get("detect_iou", segm.DETECT_IOU)))
+    les = segm.lesion_table(pred, gt, **rule)
     les.insert(1, "id", np.asarray(ids)[les.image.to_numpy()] if len(les) else [])
-    small = segm.small_lesion_metrics(pred, gt, float(ms.get("small_frac", segm.SMALL_FRAC)),
-                                      float(ms.get("detect_iou", segm.DETECT_IOU)))
+    small = segm.small_lesion_metrics(pred, gt, rule["small_frac"], rule["detect_iou"])
     return pi, les, small
 
 
-def record_segmenter(run: Run, ds, res, prof: dict) -> None:
+def record_segmenter(run: Run, ds, res, prof: dict, threshold: float = 0.5) -> None:
+    """The run's metric tables, at the same mask threshold as its test Dice."""
     pi, les, small = test_tables(res.test_probs, ds.m("test"), ds.ids_of("test"),
-                                 ds.groups_of("test"), prof)
+                                 ds.groups_of("test"), prof, threshold)
     rows = [{"split": sp, "metric": k, "value": v}
             for sp, d in (("val", res.val), ("test", res.test)) for k, v in d.items()]
     rows += [{"split": "test", "metric": f"small_{k}", "value": v} for k, v in small.items()]
