@@ -111,8 +111,8 @@ for fam in study.MODELS:   # Table 3: small-polyp detection, lesions resampled b
 tests = analysis.test_family(df, primary, others)
 tests.to_csv(out / "16_tests.csv", index=False)
 show = ["role", "a", "b", "metric", "diff_seed_mean", "diff_seed_ci95", "t_p", "t_p_adj",
-        "boot_lo", "boot_hi", "boot_p", "boot_p_adj", "adjustment", "detectable_t", "detectable_boot",
-        "n_groups"]
+        "boot_lo", "boot_hi", "boot_p", "boot_p_adj", "perm_p", "adjustment", "detectable_t",
+        "detectable_boot", "n_groups"]
 display(tests[show].round(4))
 
 # %% [markdown]

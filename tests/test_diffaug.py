@@ -204,6 +204,7 @@ def test_family_shows_the_primary_unadjusted_and_the_rest_holm_adjusted(tmp_path
     assert p.adjustment == "primary: not adjusted" and (sec.adjustment == "Holm, family of 2").all()
     assert np.allclose(sec.t_p_adj, holm(sec.t_p.to_numpy())) and np.allclose(sec.t_p_adj, sec.t_p_holm)
     assert (t.n_groups == 6).all() and (t.n_seeds == 3).all()
+    assert t.perm_p.between(2 / 64, 1).all() and (t.perm_p_floor == 2 / 64).all()  # 6 sequences
 
 
 # --------------------------------------------------------------------------- the protocol

@@ -180,3 +180,25 @@ def test_collect_reads_finished_runs_only(tmp_path):
     df = R.collect("study", "cpu", root=tmp_path)
     assert len(df) == 1 and df.iloc[0].test_acc == 0.7 and df.iloc[0].val_acc == 0.8
     assert json.loads(df.iloc[0].params) == {"p": 0.5} and df.iloc[0].seed == 3
+
+
+def test_group_sign_flip_test_is_scipys_sign_flip_permutation_test_on_group_sums():
+    """Exact over all 2^k sign vectors of the groups' summed differences: the same p as
+    scipy's one-sample permutation test (which flips signs) of those sums; the floor with
+    k groups is 2 / 2^k; NaN for one group or no difference; Monte Carlo past max_exact."""
+    rng = np.random.default_rng(5)
+    g = np.repeat(np.arange(7), rng.integers(3, 9, 7))
+    ca = rng.random(len(g)) + 0.05 * (g % 3)
+    cb = rng.random(len(g))
+    r = R.group_sign_flip_test(ca, cb, g)
+    sums = np.bincount(g, weights=ca - cb)
+    ref = stats.permutation_test((sums,), np.sum, permutation_type="samples", n_resamples=np.inf,
+                                 alternative="two-sided").pvalue
+    assert r["exact"] and r["n_groups"] == 7 and r["perm_p"] == pytest.approx(ref)
+    assert r["p_floor"] == pytest.approx(2 / 128) and r["diff"] == pytest.approx((ca - cb).mean())
+    big = R.group_sign_flip_test(ca + 1, cb, g)  # every group gains: only +-all reach it
+    assert big["perm_p"] == pytest.approx(2 / 128)
+    assert math.isnan(R.group_sign_flip_test(ca, cb, np.zeros(len(g)))["perm_p"])
+    assert math.isnan(R.group_sign_flip_test(ca, ca, g)["perm_p"])
+    mc = R.group_sign_flip_test(ca, cb, g, max_exact=4, n_mc=20000)
+    assert not mc["exact"] and mc["perm_p"] == pytest.approx(r["perm_p"], abs=0.02)

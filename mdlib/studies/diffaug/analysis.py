@@ -17,6 +17,10 @@
   t (:func:`mdlib.runs.results.min_detectable_difference`) with the observed standard
   deviation of the paired differences; for the group bootstrap, 2.8 bootstrap standard
   errors (the test sequences' variability at these seeds, not the seeds').
+* With few test sequences a percentile bootstrap under-covers, so every comparison also
+  has the exact sign-flip test over sequences (``perm_p``,
+  :func:`mdlib.runs.results.group_sign_flip_test`; its floor ``perm_p_floor`` is
+  ``2 / 2^k`` for ``k`` sequences).
 """
 from __future__ import annotations
 
@@ -26,8 +30,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ...runs.results import (holm, mean_std_ci, min_detectable_difference, paired_bootstrap,
-                             paired_seed_test, summarise)
+from ...runs.results import (group_sign_flip_test, holm, mean_std_ci, min_detectable_difference,
+                             paired_bootstrap, paired_seed_test, summarise)
 
 
 def detectable_difference(d, alpha: float = 0.05, power: float = 0.8) -> float:
@@ -101,6 +105,7 @@ def compare(df: pd.DataFrame, a_label: str, b_label: str, metric: str = "test_di
         ia, ib = per_image_mean(A.run_dir, pm), per_image_mean(B.run_dir, pm)
         j = ia.merge(ib, on=["id", "group"], suffixes=("_a", "_b"))
         bt = group_bootstrap(j[f"{pm}_a"], j[f"{pm}_b"], j["group"])
+        fl = group_sign_flip_test(j[f"{pm}_a"], j[f"{pm}_b"], j["group"])
     else:
         la, lb = per_lesion_mean(A.run_dir), per_lesion_mean(B.run_dir)
         j = la.merge(lb, on=["id", "lesion"], suffixes=("_a", "_b"))
@@ -109,7 +114,10 @@ def compare(df: pd.DataFrame, a_label: str, b_label: str, metric: str = "test_di
         bt = group_bootstrap(j["detected_a"], j["detected_b"], g) if len(j) else \
             {"diff": math.nan, "boot_lo": math.nan, "boot_hi": math.nan, "boot_p": math.nan,
              "boot_se": math.nan, "n_units": 0, "n_groups": 0}
+        fl = group_sign_flip_test(j["detected_a"], j["detected_b"], g) if len(j) else \
+            {"perm_p": math.nan, "p_floor": math.nan}
     out.update(bt)
+    out["perm_p"], out["perm_p_floor"] = fl["perm_p"], fl["p_floor"]
     out["detectable_boot"] = 2.8 * bt["boot_se"] if np.isfinite(bt["boot_se"]) else math.nan
     return out
 

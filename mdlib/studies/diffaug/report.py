@@ -35,6 +35,14 @@ def _pa(v, role) -> str:
     return _p(v) + (" †" if role == "primary" else "")
 
 
+def _perm(t) -> str:
+    """The exact sign-flip test over sequences, with the smallest p its sequences allow."""
+    if "perm_p" not in t or not pd.notna(t.perm_p):
+        return ""
+    return (f"; exact sign-flip test over those sequences: p = {_p(t.perm_p)}, the smallest "
+            f"p that many sequences allow being {_p(t.perm_p_floor)}")
+
+
 def _adj_note(tests: pd.DataFrame) -> str:
     n = int((tests.role != "primary").sum())
     return (f"† the primary comparison, not adjusted; every other p-value is Holm-adjusted "
@@ -79,7 +87,7 @@ def diffaug_section(fig: Path, profile: str) -> str:
             f"difference {_f(prim.diff_seed_mean)} (95% CI over {int(prim.n_seeds)} seeds ± "
             f"{_f(prim.diff_seed_ci95)}, paired t-test p = {_p(prim.t_p)}; bootstrap over test "
             f"frames resampled by sequence{ng}: [{_f(prim.boot_lo)}, {_f(prim.boot_hi)}], p = "
-            f"{_p(prim.boot_p)}). The rule: {RULE}. The smallest difference the paired t-test "
+            f"{_p(prim.boot_p)}{_perm(prim)}). The rule: {RULE}. The smallest difference the paired t-test "
             f"over these seeds could detect (alpha 0.05, power 0.8): {_f(prim.detectable_t)}; "
             f"the sequence bootstrap, at these seeds: {_f(prim.detectable_boot)} (2.8 bootstrap "
             f"standard errors). Every seed's arms use the same generator, pools and gate (one "
