@@ -18,13 +18,16 @@
 # Segmenters trained on the real training frames alone and with the gated synthetic
 # samples of notebook 15, every arm of a model family with the **same optimizer steps**,
 # selected on validation Dice, tested once, over the profile's seeds (a seed fixes the
-# initialisation, batches, augmentation and noise, so arms of one seed are matched pairs):
+# initialisation and the random streams of batches, augmentation and noise, so arms of one
+# seed are matched pairs; an arm with synthetic images draws its batches from a larger
+# pool, so the initialisation is shared and the batches are not):
 #
 # * **Table 2**: U-Net, U-Net + standard augmentation (flips, rotation, scaling, elastic; one
 #   draw moves image and mask), the latent segmenter; each without and with DiffAug;
-# * **Table 3**: lesion-level detection of small polyps (< 3% of the frame; detected when
-#   the IoU with the predicted components touching it is at least 0.5), FNR, and pixel
-#   specificity on the frames that hold one;
+# * **Table 3**: lesion-level detection of small polyps (below `metrics.small_frac` of the
+#   frame; detected when the IoU with the predicted components touching it reaches
+#   `metrics.detect_iou`; both in `16_table3.csv`), FNR, and pixel specificity on the
+#   frames that hold one;
 # * **Table 4**: throughput, side by side in one run: the U-Net, the latent segmenter with
 #   single-step and with iterative (50-step DDIM) inference, encoding and decoding
 #   included; generator samples/s;

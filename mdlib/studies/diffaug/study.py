@@ -22,7 +22,9 @@ nested and the ablations' "without the gate" arm takes the first as many generat
 
 Every segmenter arm of one model family gets the same recipe and the same number of
 optimizer steps (``train`` plus the family's ``train_overrides``) whatever its pool size;
-seeds fix the initialisation, batches and noise, so arms of one seed are matched pairs.
+a seed fixes the initialisation and the random streams of batches and noise, so arms of one
+seed are matched pairs (the initialisation is shared; an arm with a larger pool draws other
+batches from the same stream).
 Runs are written with :func:`mdlib.runs.store.run_once` (skipped when finished; killed
 trainings resume from their last checkpoint, pools from their last part).
 """
