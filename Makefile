@@ -38,20 +38,14 @@ $(STAMP): pyproject.toml Makefile
 # study-grids), between notebooks 05 and 07; then the results section of README.md is
 # rewritten. BACKEND=ray runs the sweeps as Ray tasks (every GPU of this machine, or a
 # cluster with ADDRESS=auto | host:6379 | ray://host:10001; README.md, section "Running the gpu grids").
-SWEEP_ORDER := main ablation sensitivity
 JOBS ?= 2
 BACKEND ?= local
 ADDRESS ?=
 SWEEP_ARGS = $(if $(filter ray,$(BACKEND)),--backend ray $(if $(ADDRESS),--address $(ADDRESS)),--jobs $(JOBS))
-# The grids of profile $$prof: studies/<part>_<profile>.yaml for the parts of SWEEP_ORDER
-# that exist, in that order, then any other studies/*_<profile>.yaml (sorted); a profile
-# without grids of its own runs studies/<profile>.yaml (smoke).
-GRIDS_SH = grids=""; \
-	for part in $(SWEEP_ORDER); do f=studies/$${part}_$$prof.yaml; [ -f "$$f" ] && grids="$$grids $$f"; done; \
-	for f in $$(ls studies/*_$$prof.yaml 2>/dev/null | sort); do \
-	  case " $$grids " in *" $$f "*) ;; *) grids="$$grids $$f";; esac; done; \
-	[ -n "$$grids" ] || { [ -f "studies/$$prof.yaml" ] && grids="studies/$$prof.yaml"; }; \
-	[ -n "$$grids" ] || { echo "no sweep grids for profile $$prof (studies/*_$$prof.yaml)" >&2; exit 1; }
+# The grids of profile $$prof, in the order `make study` sweeps them
+# (mdlib.runs.sweep.profile_grids: main, ablation, sensitivity, then any other
+# studies/*_<profile>.yaml; a profile without grids of its own runs studies/<profile>.yaml)
+GRIDS_SH = grids=$$($(PY) -m mdlib.sweep --grids-of $$prof | tr '\n' ' ') && [ -n "$$grids" ] || exit 1; grids=" $$grids"
 PROFILE_SH = prof="$(PROFILE)"; [ -n "$$prof" ] || prof=$$($(PY) -c "from mdlib.profiles import default_name; print(default_name())")
 
 study: $(STAMP)

@@ -238,6 +238,9 @@ def test_make_study_runs_the_profiles_grids():
     assert grids("smoke") == ["studies/smoke.yaml"]
     r = subprocess.run(["make", "-s", "study-grids", "PROFILE=tpu"], cwd=REPO, capture_output=True, text=True)
     assert r.returncode != 0 and "no sweep grids for profile tpu" in r.stderr
+    # one rule: the result notebooks read the same grids (mdlib.runs.sweep.profile_grids)
+    for profile in ("gpu", "cpu", "smoke"):
+        assert [str(p.relative_to(REPO)) for p in mdm_study.grid_files(profile)] == grids(profile)
 
 
 def test_sweep_resources_from_the_profile(tmp_path, monkeypatch):

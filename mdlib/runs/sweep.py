@@ -351,6 +351,23 @@ def expand(grid: Grid) -> list[dict]:
 
 
 # --------------------------------------------------------------------------- layout / status
+#: the order in which ``make study`` sweeps a profile's grids ``studies/<part>_<profile>.yaml``
+SWEEP_ORDER = ("main", "ablation", "sensitivity")
+
+
+def profile_grids(profile: str, root: str | os.PathLike | None = None) -> list[Path]:
+    """The sweep grids of ``profile`` (what ``make study`` runs, in its order): the files
+    ``studies/<part>_<profile>.yaml`` for the parts of :data:`SWEEP_ORDER` that exist, then
+    any other ``studies/*_<profile>.yaml`` (sorted); a profile without grids of its own has
+    ``studies/<profile>.yaml`` (smoke). Paths relative to ``root`` (default: the
+    repository). Empty when there is none."""
+    root = Path(root) if root is not None else paths.REPO_ROOT
+    d = root / "studies"
+    own = [d / f"{part}_{profile}.yaml" for part in SWEEP_ORDER if (d / f"{part}_{profile}.yaml").is_file()]
+    own += [f for f in sorted(d.glob(f"*_{profile}.yaml")) if f not in own]
+    return own or [f for f in [d / f"{profile}.yaml"] if f.is_file()]
+
+
 def sweep_dir(grid: Grid, profile: str) -> Path:
     return paths.runs_root() / "sweeps" / profile / grid.name
 
@@ -788,7 +805,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m mdlib.sweep",
                                  description="Execute a grid of notebook configurations with papermill "
                                              "(see the module docstring for the grid format).")
-    ap.add_argument("grid", help="grid YAML file, e.g. studies/main_cpu.yaml")
+    ap.add_argument("grid", nargs="?", help="grid YAML file, e.g. studies/main_cpu.yaml")
+    ap.add_argument("--grids-of", metavar="PROFILE",
+                    help="print the grids `make study` sweeps for PROFILE, in order, and exit")
     ap.add_argument("--profile", help="override the grid's profile (smoke | cpu | gpu)")
     ap.add_argument("--backend", choices=("local", "ray"), default="local",
                     help="local worker processes (default) or Ray tasks")
@@ -809,6 +828,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true", help="print the summary as one JSON line at the end")
     ap.add_argument("--no-progress", action="store_true", help="no progress bar")
     a = ap.parse_args(argv)
+    if a.grids_of:
+        found = profile_grids(a.grids_of)
+        if not found:
+            print(f"no sweep grids for profile {a.grids_of} (studies/*_{a.grids_of}.yaml)", file=sys.stderr)
+            return 2
+        for f in found:
+            print(f.relative_to(paths.REPO_ROOT))
+        return 0
+    if not a.grid:
+        ap.error("a grid file is needed (or --grids-of PROFILE)")
     if a.backend == "local" and (a.address or a.ray_cpus or a.ray_gpus):
         print("error: --address / --ray-cpus / --ray-gpus need --backend ray", file=sys.stderr)
         return 2

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ... import augment, data as data_mod, paths, profiles
+from ... import augment, data as data_mod, profiles
 from ...runs import results, tasks
 
 
@@ -115,11 +115,10 @@ TRAIN_NOTEBOOK = "06_train_classifier"
 
 
 def grid_files(profile: str) -> list[Path]:
-    """The sweep grids of ``profile`` (as ``make study`` finds them): ``studies/*_<profile>.yaml``,
-    else ``studies/<profile>.yaml``."""
-    d = paths.REPO_ROOT / "studies"
-    own = sorted(d.glob(f"*_{profile}.yaml"))
-    return own or [f for f in [d / f"{profile}.yaml"] if f.is_file()]
+    """The sweep grids of ``profile``, the ones ``make study`` runs
+    (:func:`mdlib.runs.sweep.profile_grids`)."""
+    from ...runs import sweep
+    return sweep.profile_grids(profile)
 
 
 def current_runs(prof: dict, task: str) -> list[str] | None:
