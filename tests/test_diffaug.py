@@ -337,3 +337,18 @@ def test_theta_rule_is_the_gates_median_validation_iou(tmp_path, monkeypatch):
         p = profiles.load("smoke", overrides={"diffaug": {"gate": {"theta": bad}}})
         with pytest.raises(ValueError, match="diffaug.gate.theta"):
             study.settings(p)
+
+
+def test_a_pools_wall_time_leaves_out_its_pauses(tmp_path):
+    """pool_active_s: the span of the pool's files, without a gap longer than the pause
+    limit (a kill and a later resume), so 16_timing.csv does not count the pause."""
+    import os
+    from mdlib.studies.diffaug import study
+    times = {"config.json": 0, "part_0000.npz": 30, "part_0001.npz": 55, "iter_0000.npz": 80,
+             "part_0002.npz": 80 + 3600, "part_0003.npz": 80 + 3620, "DONE": 80 + 3630}
+    for name, t in times.items():
+        f = tmp_path / name
+        f.write_text("x")
+        os.utime(f, (1e9 + t, 1e9 + t))
+    assert study.pool_active_s(tmp_path) == pytest.approx(80 + 20 + 10)
+    assert study.pool_active_s(tmp_path, pause_s=1e9) == pytest.approx(3710)

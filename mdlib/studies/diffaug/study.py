@@ -973,11 +973,27 @@ def current_runs(prof: dict) -> dict:
     return out
 
 
+#: a pool whose files are further apart than this was paused (killed and resumed later)
+POOL_PAUSE_S = 600.0
+
+
+def pool_active_s(pool_dir: Path, pause_s: float = POOL_PAUSE_S) -> float:
+    """A pool's wall time while it ran, with its workers: the span from its start
+    (``config.json``) over every part file to ``DONE``, leaving out the gaps longer than
+    ``pause_s`` (a part takes well under a minute; a longer gap is a pause between a kill
+    and a resume, which is not time the pool took)."""
+    files = [pool_dir / "config.json"] + sorted(pool_dir.glob("part_*.npz")) + \
+        sorted(pool_dir.glob("iter_*.npz")) + [pool_dir / "DONE"]
+    t = np.sort([f.stat().st_mtime for f in files if f.is_file()])
+    gaps = np.diff(t)
+    return float(gaps[gaps <= pause_s].sum())
+
+
 def timing(prof: dict) -> pd.DataFrame:
     """Wall time of the study's parts (this configuration's runs only) from their run
     markers: autoencoder, generator, prompt following and segmenters (each run's own
-    time), pools (span from the run's start to DONE, with its workers)."""
-    from datetime import datetime
+    time), pools (:func:`pool_active_s`: the span of their files, with their workers,
+    pauses left out)."""
     base = paths.runs_root()
     keep = current_runs(prof)
     rows = []
@@ -991,8 +1007,7 @@ def timing(prof: dict) -> pd.DataFrame:
             name = task.replace("diffaug_", "")
             if task == "diffaug_pool":
                 name = f"pool {cfg['variant']}"
-                start = datetime.fromtimestamp((d.parent / "config.json").stat().st_mtime)
-                wall = (datetime.fromisoformat(info["finished"]) - start).total_seconds()
+                wall = pool_active_s(d.parent)
             else:
                 wall = float(info.get("wall_s") or 0.0)
             if task == "diffaug_seg":
