@@ -281,9 +281,9 @@ nb_wall = []
 for nb in ("14", "15"):
     f = out / f"{nb}_wall.json"
     if f.is_file():
-        nb_wall.append({"part": f"notebook {nb} (whole)", "task": "notebook", "run": "",
+        nb_wall.append({"part": f"notebook {nb} (its last execution)", "task": "notebook", "run": "",
                         "wall_s": json.loads(f.read_text())["wall_s"], "finished": ""})
-nb_wall.append({"part": "notebook 16 (whole)", "task": "notebook", "run": "",
+nb_wall.append({"part": "notebook 16 (this execution)", "task": "notebook", "run": "",
                 "wall_s": time.time() - t_start, "finished": ""})
 tim = pd.concat([tim, pd.DataFrame(nb_wall)], ignore_index=True)
 tim.to_csv(out / "16_timing_runs.csv", index=False)

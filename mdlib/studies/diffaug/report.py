@@ -207,8 +207,11 @@ def diffaug_section(fig: Path, profile: str) -> str:
     if ft.is_file():
         tt = pd.read_csv(ft)
         tt["wall (min)"] = tt.wall_min.map(lambda v: f"{v:.1f}")
-        out += ["Wall time of each part on this machine (`16_timing.csv`; runs summed, "
-                "notebooks end to end):", "", _md(tt[["task", "kind", "runs", "wall (min)"]]), ""]
+        out += ["Wall time of each part on this machine (`16_timing.csv`): each run's own time, "
+                "summed per part (pools: with their workers, pauses between a kill and a resume "
+                "left out); a notebook row is its last execution end to end, which loads "
+                "finished runs instead of redoing them, so after a resumed run it is less than "
+                "the sum of its parts:", "", _md(tt[["task", "kind", "runs", "wall (min)"]]), ""]
     return "\n".join(out)
 
 
