@@ -208,7 +208,10 @@ rej_i = np.flatnonzero(pool["iou_single"] <= theta)[:k]
 cap = lambda r: f"IoU {pool['iou_single'][r]:.2f} · {recs.prompt.iloc[r].replace('colonoscopy frame with ', '')}"
 acc = [(pool["x"][r], pool["intended"][r], cap(r)) for r in acc_i]
 rej = [(pool["x"][r], pool["intended"][r], cap(r)) for r in rej_i]
-fig = dfig.gallery(ds.x("train"), ds.m("train"), acc, rej, ncol=k)
+# real frames from different sequences (neighbouring frames of one video are near-copies)
+seq_first = np.sort(np.unique(ds.groups_of("train"), return_index=True)[1])[:k]
+fig = dfig.gallery(ds.x("train")[seq_first], ds.m("train")[seq_first], acc, rej, ncol=k,
+                   real_title="real training frames\n(one per sequence)")
 plots.savefig(fig, out / "15_fig2_gallery.png")
 
 # %% [markdown]

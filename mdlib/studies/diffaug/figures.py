@@ -144,10 +144,11 @@ def gate_iou_hist(iou_single, theta: float, iou_iter=None, theta_iter: float | N
     return fig
 
 
-def gallery(real_x, real_m, acc: list, rej: list, ncol: int = 6):
+def gallery(real_x, real_m, acc: list, rej: list, ncol: int = 6,
+            real_title: str = "real training frames"):
     """Fig. 2: a row of real training frames, rows of accepted and rejected samples; each
     sample with its intended mask outlined (green), the gate's IoU and its prompt."""
-    rows = [("real training frames", [(x, m, "") for x, m in zip(real_x[:ncol], real_m[:ncol])])]
+    rows = [(real_title, [(x, m, "") for x, m in zip(real_x[:ncol], real_m[:ncol])])]
     rows.append(("accepted", acc[:ncol]))
     rows.append(("rejected", rej[:ncol]))
     fig, axes = plt.subplots(len(rows), ncol, figsize=(2.3 * ncol, 2.75 * len(rows)), squeeze=False)
