@@ -198,6 +198,25 @@ if both.any():
     display(agree_gates.round(3))
 
 # %% [markdown]
+# ### Colour inside the polyp: generated (accepted, rejected; every pool) against real
+#
+# Pixel statistics inside the intended mask, beside the real training polyps: a realism
+# check that no trained network decides.
+
+# %%
+colour = [quality.region_colour(ds.x("train"), ds.m("train"), "real training polyps")]
+acc_mask = pool["iou_single"] > theta
+colour += [quality.region_colour(pool["x"][acc_mask], pool["intended"][acc_mask], "text: accepted"),
+           quality.region_colour(pool["x"][~acc_mask], pool["intended"][~acc_mask], "text: rejected")]
+for v in ("no_text", "single_prompt"):
+    if v in pools:
+        pv = study.read_pool(pools[v])
+        colour.append(quality.region_colour(pv["x"], pv["intended"], f"{v}: all generated"))
+colour = pd.DataFrame(colour)
+colour.to_csv(out / "15_colour.csv", index=False)
+display(colour.round(3))
+
+# %% [markdown]
 # ## Fig. 2: generated polyps with their prompts, accepted and rejected, beside real frames
 
 # %%
@@ -268,7 +287,7 @@ assert diff.max() <= 1, diff.max()     # rounding of the [0, 1] floats only
 assert ((pool["gt"] >= pool["intended"]).all())      # the ground truth includes the placed mask
 assert len(pairs) > 0 and np.isfinite(pf.diff_mean).all()
 for f in ("15_autoencoder.csv", "15_table5.csv", "15_acceptance.csv", "15_fig2_gallery.png",
-          "15_prompt_following.csv", "15_gate_iou.png"):
+          "15_prompt_following.csv", "15_gate_iou.png", "15_colour.csv"):
     assert (out / f).is_file(), f
 write_json(out / "15_wall.json", {"wall_s": time.time() - t_start})
 print("generator / gate / pool checks passed")

@@ -201,6 +201,20 @@ def redness_contrast(images: np.ndarray, masks: np.ndarray) -> np.ndarray:
     return np.array(out)
 
 
+def region_colour(images: np.ndarray, masks: np.ndarray, name: str) -> dict:
+    """Colour of the pixels inside ``masks`` (uint8 NHWC images): mean and std of R, G, B,
+    the share of near-white pixels (max channel > 240: specular highlights) and of pixels
+    bluer than red (which real polyp tissue almost never is). A realism check in pixel
+    space that needs no feature network, so no trained judge decides it."""
+    v = images[np.asarray(masks) > 0].astype(np.float64)
+    if not len(v):
+        return {"set": name, "pixels": 0}
+    mean, sd = v.mean(0), v.std(0)
+    return {"set": name, "pixels": int(len(v)), "r_mean": mean[0], "g_mean": mean[1], "b_mean": mean[2],
+            "r_std": sd[0], "g_std": sd[1], "b_std": sd[2],
+            "near_white": float((v.max(1) > 240).mean()), "blue_over_red": float((v[:, 2] > v[:, 0]).mean())}
+
+
 def size_class(area_frac: np.ndarray) -> np.ndarray:
     return np.where(area_frac < P.SIZE_SMALL, P.SIZES[0],
                     np.where(area_frac >= P.SIZE_LARGE, P.SIZES[2], P.SIZES[1]))
