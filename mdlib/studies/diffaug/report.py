@@ -162,6 +162,14 @@ def diffaug_section(fig: Path, profile: str) -> str:
                 "the real row is the floor (`15_table5.csv`):", "",
                 _md(t5[["set", "n_samples", "share", "gate IoU", "Fréchet distance"]]), "",
                 f"{t5.lpips_status.iloc[0]}.", ""]
+    fc = fig / "15_colour.csv"
+    if fc.is_file():
+        c = pd.read_csv(fc)
+        parts = [f"{r.set}: mean RGB ({r.r_mean:.0f}, {r.g_mean:.0f}, {r.b_mean:.0f}), "
+                 f"{r.blue_over_red:.0%} of pixels bluer than red, {r.near_white:.0%} near white"
+                 for r in c.itertuples() if r.pixels > 0]
+        out += ["Colour inside the polyp, a realism check in pixel space that no trained network "
+                "decides (`15_colour.csv`): " + "; ".join(parts) + ".", ""]
     f6 = fig / "16_table6.csv"
     if f6.is_file():
         t6 = pd.read_csv(f6)
