@@ -156,6 +156,26 @@ def test_generator_trains_and_inpaints_only_the_region():
     assert not torch.equal(out1[~keep], frames[:2][~keep])
     plain = inpaint(unet, codec, frames[:2], region, cond, (emb[:1], emsk[:1]), [1, 2], steps=3, guidance=1.0)
     assert plain.shape == out1.shape
+    # clip_x0 bounds the clean-latent estimate at every step, so the final latent stays near
+    # [-clip, clip] (the last step adds sqrt(1 - a_0) of the noise estimate); without it the
+    # barely trained network's first estimates are far out
+    seen = []
+    decode = codec.decode
+    codec.decode = lambda z: (seen.append(z.clone()), decode(z))[1]
+    inpaint(unet, codec, frames[:2], region, cond, (emb[:1], emsk[:1]), [1, 2], steps=3, guidance=3.0)
+    inpaint(unet, codec, frames[:2], region, cond, (emb[:1], emsk[:1]), [1, 2], steps=3, guidance=3.0,
+            clip_x0=0.05)
+    codec.decode = decode
+    assert seen[0].abs().max() > 1.0 and seen[1].abs().max() < 0.2
+
+
+def test_clip_x0_setting_is_checked_up_front():
+    from mdlib.studies.diffaug import study
+    assert study.clip_x0(profiles.load("cpu")) == 3.0
+    for bad in (-1, 0, "3", True):
+        p = profiles.load("smoke", overrides={"diffaug": {"synthesis": {"clip_x0": bad}}})
+        with pytest.raises(ValueError, match="diffaug.synthesis.clip_x0"):
+            study.settings(p)
 
 
 # --------------------------------------------------------------------------- statistics

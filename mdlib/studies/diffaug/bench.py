@@ -114,7 +114,8 @@ def run(prof: dict, progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
                                  [p["record"]["noise_seed"] for p in plans], steps=int(sy["steps"]),
                                  guidance=float(sy["guidance"]),
                                  num_train_timesteps=R["net"].num_train_timesteps,
-                                 beta_schedule=R["net"].beta_schedule)) for _ in range(g_reps)]
+                                 beta_schedule=R["net"].beta_schedule,
+                                 clip_x0=study.clip_x0(prof))) for _ in range(g_reps)]
     med = float(np.median(gt_))
     gen_row = {"method": f"generator ({sy['steps']} DDIM steps, guidance {sy['guidance']})",
                "images": len(plans), "batch": len(plans), "reps": g_reps, "threads": threads,

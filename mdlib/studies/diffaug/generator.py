@@ -207,17 +207,25 @@ def _feather(region: torch.Tensor, px: float) -> torch.Tensor:
 def inpaint(unet, codec: LatentCodec, frames: torch.Tensor, region: torch.Tensor,
             cond: tuple, uncond: tuple, seeds, steps: int = 50, guidance: float = 7.5,
             num_train_timesteps: int = 1000, beta_schedule: str = "scaled_linear",
-            feather_px: float = 1.0, return_raw: bool = False):
+            feather_px: float = 1.0, return_raw: bool = False, clip_x0: float | None = None):
     """Inpaint ``region`` (``(B, 1, H, W)`` in {0, 1}) of ``frames`` (float ``(B, 3, H, W)``)
     conditioned on ``cond = (token embeddings (B, L, D), mask (B, L))``; ``uncond``: the
     empty prompt's ``(1, L, D), (1, L)``; one seed per sample (the initial noise). Returns
-    the composited frames (and the raw decoded ones with ``return_raw``)."""
+    the composited frames (and the raw decoded ones with ``return_raw``).
+
+    ``clip_x0``: at every DDIM step the predicted clean latent is clipped to
+    ``[-clip_x0, clip_x0]`` (the scaled latents of real frames have unit standard deviation).
+    Without it, a small generator's clean-latent estimates at the first, noisiest steps
+    (``x0 = (z_t - sqrt(1 - a) eps) / sqrt(a)`` amplifies the noise estimate's error by
+    about 15 at ``t = T - 1``) leave the trajectory with latents of several standard
+    deviations, which decode to pale, bluish patches instead of tissue."""
     from diffusers import DDIMScheduler, DDPMScheduler
     dev = next(unet.parameters()).device
     b = len(frames)
     ddim = DDIMScheduler.from_config(
         DDPMScheduler(num_train_timesteps=num_train_timesteps, beta_schedule=beta_schedule).config,
-        timestep_spacing="trailing", clip_sample=False, set_alpha_to_one=False)
+        timestep_spacing="trailing", set_alpha_to_one=False,
+        clip_sample=clip_x0 is not None, clip_sample_range=float(clip_x0 or 1.0))
     ddim.set_timesteps(int(steps))
     zn = codec.encode(masked_frames(frames, region)).to(dev)
     ml = latent_mask(region, codec.factor).to(dev)

@@ -86,6 +86,10 @@ def settings(prof: dict) -> dict:
     size = int(s["image_size"])
     if size % 8 or size < 32:
         raise ValueError(f"profile {name}: diffaug.image_size={size}: a multiple of 8, >= 32")
+    c = s["synthesis"].get("clip_x0")
+    if c is not None and not (isinstance(c, (int, float)) and not isinstance(c, bool) and c > 0):
+        raise ValueError(f"profile {name}: diffaug.synthesis.clip_x0={c!r}: expected a positive "
+                         "number (latent standard deviations) or none")
     return s
 
 
@@ -677,6 +681,13 @@ def _resources(prof: dict) -> dict:
     return _CACHE[key]
 
 
+def clip_x0(prof: dict) -> float | None:
+    """``synthesis.clip_x0`` (the generator's DDIM clips its clean-latent estimate to this
+    many latent standard deviations; :func:`.generator.inpaint`), or None when unset."""
+    v = settings(prof)["synthesis"].get("clip_x0")   # checked by settings
+    return None if v is None else float(v)
+
+
 def synthesis_region(prof: dict, placed: np.ndarray) -> torch.Tensor:
     """The region the generator repaints for placed masks ``(B, H, W)``: each mask dilated
     by the generator's ``dilate_px``, as in its training (where the region was the polyp's
@@ -721,7 +732,8 @@ def generate_part(prof: dict, variant: str, k: int) -> Path:
         out = inpaint(R["unet"], R["codec"], frames, region, (e, mk), R["null"],
                       [recs[i]["noise_seed"] for i in ok], steps=int(sy["steps"]),
                       guidance=guidance, num_train_timesteps=net.num_train_timesteps,
-                      beta_schedule=net.beta_schedule, feather_px=float(sy.get("feather_px", 1.0)))
+                      beta_schedule=net.beta_schedule, feather_px=float(sy.get("feather_px", 1.0)),
+                      clip_x0=clip_x0(prof))
         xs = np.round(out.permute(0, 2, 3, 1).numpy() * 255).astype(np.uint8)
         own = m_tr[tgt] > 0
         intended = placed.astype(np.uint8)
@@ -1074,7 +1086,7 @@ def prompt_following_run(prof: dict, progress: bool = True) -> Run:
                               steps=int(sy["steps"]), guidance=float(sy["guidance"]),
                               num_train_timesteps=R["net"].num_train_timesteps,
                               beta_schedule=R["net"].beta_schedule,
-                              feather_px=float(sy.get("feather_px", 1.0)))
+                              feather_px=float(sy.get("feather_px", 1.0)), clip_x0=clip_x0(prof))
                 xs = np.round(img.permute(0, 2, 3, 1).numpy() * 255).astype(np.uint8)
                 pred = predict_masks(judge, xs, B) >= 0.5
                 areas.append(Q.predicted_area_near(pred, placed))
