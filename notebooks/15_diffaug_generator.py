@@ -98,12 +98,14 @@ print("judge:", judge_run.dir.name, "gate:", gate_run.dir.name, "generator:", ge
 rec = ae_run.read_csv("reconstruction.csv").assign(source=ae_run.read_json("source.json")["kind"])
 rec.to_csv(out / "15_autoencoder.csv", index=False)
 display(rec.round(4))
-x_te = torch.from_numpy(ds.x("test")[:6]).permute(0, 3, 1, 2).float() / 255
-m_te = torch.from_numpy(ds.m("test")[:6])[:, None].float()
+# one test frame per sequence (neighbouring frames of one video are near-copies)
+te = np.sort(np.unique(ds.groups_of("test"), return_index=True)[1])[:6]
+x_te = torch.from_numpy(ds.x("test")[te]).permute(0, 3, 1, 2).float() / 255
+m_te = torch.from_numpy(ds.m("test")[te])[:, None].float()
 with torch.no_grad():
     xr = codec.decode(codec.encode(x_te)).permute(0, 2, 3, 1).numpy()
     mr = (codec.decode_mask(codec.encode_mask(m_te))[:, 0] >= 0.5).numpy()
-fig = dfig.reconstructions(ds.x("test")[:6], xr, ds.m("test")[:6], mr, n=min(6, len(x_te)))
+fig = dfig.reconstructions(ds.x("test")[te], xr, ds.m("test")[te], mr, n=len(te))
 plots.savefig(fig, out / "15_autoencoder_reconstructions.png")
 
 # %% [markdown]

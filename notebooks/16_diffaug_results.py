@@ -135,10 +135,9 @@ for fam in study.MODELS:
                "iou_mean": r.test_iou_mean, "iou_std": r.test_iou_std,
                "Dice": pm(r, "test_dice"), "IoU": pm(r, "test_iou")}
         if a["synthetic"]:  # its image-level test against the same model without (Dice, or the primary's metric)
-            t = tests[(tests.a == L(a)) & (tests.b == L(A(fam))) & tests.metric.ne("test_small_sensitivity")].iloc[0]
-            row.update(diff_vs_without=t.diff_seed_mean, metric=t.metric, t_p=t.t_p, t_p_adj=t.t_p_adj,
-                       boot_lo=t.boot_lo, boot_hi=t.boot_hi, boot_p_adj=t.boot_p_adj, role=t.role,
-                       adjustment=t.adjustment)
+            t = analysis.test_row(tests, L(a), L(A(fam)))
+            row.update(diff_vs_without=t.diff_seed_mean, metric=t.metric, t_p=t.t_p,
+                       boot_lo=t.boot_lo, boot_hi=t.boot_hi, **analysis.shown(t))
         t2_rows.append(row)
 table2 = pd.DataFrame(t2_rows)
 table2.to_csv(out / "16_table2.csv", index=False)
@@ -162,16 +161,15 @@ for r in t2_rows:
            "Sensitivity": pm(s_, "test_small_sensitivity"), "FNR": f"{s_.test_small_fnr_mean:.3f}",
            "Specificity": pm(s_, "test_small_specificity"),
            **study.lesion_rule(prof)}
-    t = tests[(tests.a == r["label"]) & (tests.metric == "test_small_sensitivity")]
-    if len(t):
-        t = t.iloc[0]
-        row.update(diff_vs_without=t.diff_seed_mean, t_p_adj=t.t_p_adj, boot_lo=t.boot_lo,
-                   boot_hi=t.boot_hi, boot_p_adj=t.boot_p_adj, adjustment=t.adjustment)
+    t = analysis.test_row(tests, r["label"], unit="lesion")
+    if t is not None:
+        row.update(diff_vs_without=t.diff_seed_mean, boot_lo=t.boot_lo, boot_hi=t.boot_hi,
+                   **analysis.shown(t))
     t3_rows.append(row)
 table3 = pd.DataFrame(t3_rows)
 table3.to_csv(out / "16_table3.csv", index=False)
 display(table3[["label", "n_small_lesions", "Sensitivity", "FNR", "Specificity"] +
-               [c for c in ("diff_vs_without", "t_p_adj", "boot_p_adj", "adjustment") if c in table3]].round(4))
+               [c for c in ("diff_vs_without",) + analysis.SHOWN if c in table3]].round(4))
 
 # %% [markdown]
 # ## Table 4: throughput, measured side by side in one run (batched, encoding and decoding included)
@@ -208,11 +206,9 @@ for name, a in t6:
         if acc is not None:
             col = "acceptance_iterative" if sy["gate"] == "iterative" else "acceptance_single"
             row["acceptance"] = float(acc.loc[sy["variant"], col])
-    t = tests[(tests.a == L(a)) & tests.metric.ne("test_small_sensitivity")]
-    if len(t):
-        t = t.iloc[0]
-        row.update(diff=t.diff_seed_mean, vs=t.b, t_p_adj=t.t_p_adj, boot_p_adj=t.boot_p_adj,
-                   adjustment=t.adjustment)
+    t = analysis.test_row(tests, L(a))
+    if t is not None:
+        row.update(diff=t.diff_seed_mean, vs=t.b, **analysis.shown(t))
     t6_rows.append(row)
 table6 = pd.DataFrame(t6_rows)
 table6.to_csv(out / "16_table6.csv", index=False)
@@ -230,11 +226,9 @@ for m in [0.0] + [float(v) for v in S["multiples"]]:
     row = {"multiple": m, "label": L(a), "n_real": int(r.n_real), "n_synthetic": int(r.n_synthetic),
            "dice_mean": r.test_dice_mean, "dice_std": r.test_dice_std, "dice_ci95": r.test_dice_ci95,
            "iou_mean": r.test_iou_mean, "iou_std": r.test_iou_std, "Dice": pm(r, "test_dice"), "IoU": pm(r, "test_iou")}
-    t = tests[(tests.a == L(a)) & (tests.b == L(A(abl))) & tests.metric.ne("test_small_sensitivity")]
-    if len(t):
-        t = t.iloc[0]
-        row.update(diff_vs_real=t.diff_seed_mean, t_p_adj=t.t_p_adj, boot_p_adj=t.boot_p_adj,
-                   adjustment=t.adjustment)
+    t = analysis.test_row(tests, L(a), L(A(abl)))
+    if t is not None:
+        row.update(diff_vs_real=t.diff_seed_mean, **analysis.shown(t))
     t7_rows.append(row)
 table7 = pd.DataFrame(t7_rows)
 table7.to_csv(out / "16_table7.csv", index=False)

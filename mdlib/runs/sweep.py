@@ -355,14 +355,12 @@ def expand(grid: Grid) -> list[dict]:
 SWEEP_ORDER = ("main", "ablation", "sensitivity")
 
 
-def profile_grids(profile: str, root: str | os.PathLike | None = None) -> list[Path]:
+def profile_grids(profile: str) -> list[Path]:
     """The sweep grids of ``profile`` (what ``make study`` runs, in its order): the files
-    ``studies/<part>_<profile>.yaml`` for the parts of :data:`SWEEP_ORDER` that exist, then
-    any other ``studies/*_<profile>.yaml`` (sorted); a profile without grids of its own has
-    ``studies/<profile>.yaml`` (smoke). Paths relative to ``root`` (default: the
-    repository). Empty when there is none."""
-    root = Path(root) if root is not None else paths.REPO_ROOT
-    d = root / "studies"
+    ``studies/<part>_<profile>.yaml`` of the repository for the parts of :data:`SWEEP_ORDER`
+    that exist, then any other ``studies/*_<profile>.yaml`` (sorted); a profile without
+    grids of its own has ``studies/<profile>.yaml`` (smoke). Empty when there is none."""
+    d = paths.REPO_ROOT / "studies"
     own = [d / f"{part}_{profile}.yaml" for part in SWEEP_ORDER if (d / f"{part}_{profile}.yaml").is_file()]
     own += [f for f in sorted(d.glob(f"*_{profile}.yaml")) if f not in own]
     return own or [f for f in [d / f"{profile}.yaml"] if f.is_file()]
@@ -387,8 +385,8 @@ def profile_fingerprint(profile: str, ignore: tuple[str, ...] | list[str] = ()) 
     without its top-level sections ``ignore`` (a grid's ``profile_ignore``: sections of
     other studies, so that editing one study's settings leaves another's runs current)."""
     from .. import profiles
-    prof = profiles.load(profile)
-    return config_hash({k: v for k, v in prof.items() if k not in set(ignore)})
+    skip = set(ignore)
+    return config_hash({k: v for k, v in profiles.load(profile).items() if k not in skip})
 
 
 def _current_done(d: Path, fingerprint: str) -> dict | None:

@@ -122,6 +122,27 @@ def compare(df: pd.DataFrame, a_label: str, b_label: str, metric: str = "test_di
     return out
 
 
+#: the columns of a test row that a table shows beside its arm (the p-values as shown and
+#: what they are)
+SHOWN = ("t_p_adj", "boot_p_adj", "adjustment", "role")
+
+
+def test_row(tests: pd.DataFrame, a: str, b: str | None = None, unit: str = "image"):
+    """The row of :func:`test_family`'s table for arm ``a`` (against ``b`` when given):
+    its image-level test (``unit="image"``) or its small-lesion one (``"lesion"``); None
+    when there is none."""
+    sel = (tests.a == a) & (tests.metric.eq("test_small_sensitivity") == (unit == "lesion"))
+    if b is not None:
+        sel &= tests.b == b
+    hit = tests[sel]
+    return hit.iloc[0] if len(hit) else None
+
+
+def shown(t) -> dict:
+    """The :data:`SHOWN` columns of a test row, for a table's row."""
+    return {k: t[k] for k in SHOWN}
+
+
 def test_family(df: pd.DataFrame, primary: tuple[str, str, str], others: list[tuple]) -> pd.DataFrame:
     """The primary comparison (alone, unadjusted) and the others as one Holm family.
     Each entry: ``(a_label, b_label, metric[, unit])``."""

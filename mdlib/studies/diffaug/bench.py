@@ -94,7 +94,6 @@ def run(prof: dict, progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
     br["share_of_single_step"] = br.median_ms_per_image / br.median_ms_per_image.sum()
 
     # generator samples/s
-    from .generator import inpaint
     from . import synthesis as S
     R = study._resources(prof)
     sy = s["synthesis"]
@@ -106,16 +105,13 @@ def run(prof: dict, progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
         if p["mask"] is not None:
             plans.append(p)
         i += 1
-    frames = torch.from_numpy(ds.x("train")[[p["record"]["target"] for p in plans]]).permute(0, 3, 1, 2).float() / 255
-    region = study.synthesis_region(prof, np.stack([p["mask"] for p in plans]))
+    frames = ds.x("train")[[p["record"]["target"] for p in plans]]
+    placed = np.stack([p["mask"] for p in plans])
     e, mk = R["enc"].encode([p["record"]["prompt_text"] for p in plans])
     g_reps = max(1, min(3, reps))
-    gt_ = [_time(lambda: inpaint(R["unet"], codec, frames, region, (e, mk), R["null"],
-                                 [p["record"]["noise_seed"] for p in plans], steps=int(sy["steps"]),
-                                 guidance=float(sy["guidance"]),
-                                 num_train_timesteps=R["net"].num_train_timesteps,
-                                 beta_schedule=R["net"].beta_schedule,
-                                 clip_x0=study.clip_x0(prof))) for _ in range(g_reps)]
+    gt_ = [_time(lambda: study.synthesize(prof, R, frames, placed, (e, mk),
+                                          [p["record"]["noise_seed"] for p in plans]))
+           for _ in range(g_reps)]
     med = float(np.median(gt_))
     gen_row = {"method": f"generator ({sy['steps']} DDIM steps, guidance {sy['guidance']})",
                "images": len(plans), "batch": len(plans), "reps": g_reps, "threads": threads,

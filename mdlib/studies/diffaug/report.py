@@ -35,6 +35,13 @@ def _pa(v, role) -> str:
     return _p(v) + (" †" if role == "primary" else "")
 
 
+def _p_col(df: pd.DataFrame, col: str) -> list[str]:
+    """A table's column of shown p-values (``t_p_adj`` / ``boot_p_adj``, the primary's
+    marked by its ``role``); empty cells where the row has no test."""
+    blank = pd.Series([np.nan] * len(df))
+    return [_pa(v, r) for v, r in zip(df.get(col, blank), df.get("role", blank))]
+
+
 def _perm(t) -> str:
     """The exact sign-flip test over sequences, with the smallest p its sequences allow."""
     if "perm_p" not in t or not pd.notna(t.perm_p):
@@ -81,9 +88,10 @@ def diffaug_section(fig: Path, profile: str) -> str:
                 f"selected on validation Dice and tested once; {int(t2.seeds.min())} seeds.", ""]
     mname = str(prim.metric).replace("test_", "").replace("_", " ")
     mname = {"dice": "Dice", "iou": "IoU", "pooled dice": "pooled Dice"}.get(mname, mname)
+    mname = mname if mname.startswith("pooled") else f"mean per-frame {mname}"
     ng = f" ({int(prim.n_groups)} test sequences)" if "n_groups" in prim and pd.notna(prim.n_groups) else ""
     out += [f"**Primary hypothesis** (declared in the profile): {prim.a} differs from {prim.b} in "
-            f"mean per-frame test {mname}. Result: synthetic polyps **{verdict(prim)}** here: "
+            f"test {mname}. Result: synthetic polyps **{verdict(prim)}** here: "
             f"difference {_f(prim.diff_seed_mean)} (95% CI over {int(prim.n_seeds)} seeds ± "
             f"{_f(prim.diff_seed_ci95)}, paired t-test p = {_p(prim.t_p)}; bootstrap over test "
             f"frames resampled by sequence{ng}: [{_f(prim.boot_lo)}, {_f(prim.boot_hi)}], p = "
@@ -95,10 +103,8 @@ def diffaug_section(fig: Path, profile: str) -> str:
             f"synthesis itself. {_adj_note(tests)}", ""]
     t = t2.copy()
     t["Δ Dice vs without"] = [_f(v) if pd.notna(v) else "" for v in t.get("diff_vs_without", pd.Series([np.nan] * len(t)))]
-    nan = pd.Series([np.nan] * len(t))
-    role = t.get("role", pd.Series([""] * len(t)))
-    t["p (t)"] = [_pa(v, r) for v, r in zip(t.get("t_p_adj", nan), role)]
-    t["p (seq. bootstrap)"] = [_pa(v, r) for v, r in zip(t.get("boot_p_adj", nan), role)]
+    t["p (t)"] = _p_col(t, "t_p_adj")
+    t["p (seq. bootstrap)"] = _p_col(t, "boot_p_adj")
     out += ["Table 2 (`16_table2.csv`; mean per-frame test Dice and IoU, mean ± std over seeds):", "",
             _md(t[["model", "synthetic", "n_synthetic", "Dice", "IoU", "Δ Dice vs without",
                    "p (t)", "p (seq. bootstrap)"]]), ""]
@@ -106,7 +112,7 @@ def diffaug_section(fig: Path, profile: str) -> str:
     if f3.is_file():
         t3 = pd.read_csv(f3)
         t3["Δ sens. vs without"] = [_f(v) if pd.notna(v) else "" for v in t3.get("diff_vs_without", pd.Series([np.nan] * len(t3)))]
-        t3["p (Holm)"] = [_p(v) if pd.notna(v) else "" for v in t3.get("t_p_adj", pd.Series([np.nan] * len(t3)))]
+        t3["p (Holm)"] = _p_col(t3, "t_p_adj")
         sf = f"{t3.small_frac.iloc[0]:.0%}" if "small_frac" in t3 else "a fixed share"
         di = f"{t3.detect_iou.iloc[0]:g}" if "detect_iou" in t3 else "the threshold"
         out += [f"Table 3, small polyps (< {sf} of the frame; detected when IoU with the predicted "
@@ -174,8 +180,7 @@ def diffaug_section(fig: Path, profile: str) -> str:
     if f6.is_file():
         t6 = pd.read_csv(f6)
         t6["Δ Dice"] = [f"{_f(d)} vs {v}" if pd.notna(d) else "" for d, v in zip(t6.get("diff", np.nan), t6.get("vs", ""))]
-        r6 = t6.get("adjustment", pd.Series([""] * len(t6))).map(lambda a: "primary" if str(a).startswith("primary") else "")
-        t6["p (t)"] = [_pa(v, r) for v, r in zip(t6.get("t_p_adj", pd.Series([np.nan] * len(t6))), r6)]
+        t6["p (t)"] = _p_col(t6, "t_p_adj")
         t6["pixel FNR"] = t6.fnr_mean.map(_f)
         t6["small-polyp FNR"] = t6.get("small_fnr_mean", pd.Series([np.nan] * len(t6))).map(_f)
         t6["gate images/s"] = t6.get("gate_images_per_s", pd.Series([np.nan] * len(t6))).map(lambda v: f"{v:.1f}" if pd.notna(v) else "")
@@ -191,8 +196,7 @@ def diffaug_section(fig: Path, profile: str) -> str:
     if f7.is_file():
         t7 = pd.read_csv(f7)
         t7["Δ vs real only"] = [_f(v) if pd.notna(v) else "" for v in t7.get("diff_vs_real", pd.Series([np.nan] * len(t7)))]
-        r7 = t7.get("adjustment", pd.Series([""] * len(t7))).map(lambda a: "primary" if str(a).startswith("primary") else "")
-        t7["p (t)"] = [_pa(v, r) for v, r in zip(t7.get("t_p_adj", pd.Series([np.nan] * len(t7))), r7)]
+        t7["p (t)"] = _p_col(t7, "t_p_adj")
         t7["synthetic per real"] = t7.multiple.map(lambda v: f"{v:g}x")
         out += ["Table 7, synthetic images per real one (U-Net; `16_table7.csv`, `16_table7.png`):", "",
                 _md(t7[["synthetic per real", "n_real", "n_synthetic", "Dice", "IoU", "Δ vs real only", "p (t)"]]), ""]

@@ -404,10 +404,7 @@ def gate_theta(prof: dict, mode: str = "single") -> float:
     ds = dataset(prof)
     kw = {} if mode == "single" else {"steps": int(s["gate"]["iterative_steps"])}
     pred = predict_masks(gate, ds.x("val"), batch_size=32, **kw) >= 0.5
-    m = ds.m("val") > 0
-    inter = (pred & m).reshape(len(m), -1).sum(1)
-    union = (pred | m).reshape(len(m), -1).sum(1)
-    iou = np.where(union > 0, inter / np.maximum(union, 1), 1.0)
+    iou = segm.per_image(pred, ds.m("val") > 0)["iou"]
     theta = float(np.median(iou))
     if not 0 < theta < 1:
         raise RuntimeError(f"gate {run.dir} ({mode}): rule {th} gives theta={theta}, outside (0, 1)")
@@ -423,7 +420,6 @@ def segmenter_run(prof: dict, a: dict, seed: int, progress: bool = True) -> Run:
     ``history.csv``, ``test_per_image.csv`` (id, sequence group, per-image metrics),
     ``test_lesions.csv`` (every test lesion, small or not, detected or not),
     ``test_probs.npz`` (uint8 probabilities), ``model.safetensors``."""
-    settings(prof)  # refuses a bad section before any work
     config = segmenter_config(prof, a, seed)
 
     def work(run: Run) -> dict:
@@ -688,6 +684,23 @@ def clip_x0(prof: dict) -> float | None:
     return None if v is None else float(v)
 
 
+def synthesize(prof: dict, R: dict, frames: np.ndarray, placed: np.ndarray, cond: tuple, seeds,
+               guidance: float | None = None) -> np.ndarray:
+    """Inpaint the masks ``placed`` ``(B, H, W)`` into the uint8 frames ``frames``
+    ``(B, H, W, 3)`` with the profile's sampler (``synthesis``: steps, guidance unless
+    ``guidance`` is given, feathering, ``clip_x0``; :func:`.generator.inpaint`); ``R``: the
+    loaded resources (:func:`_resources`). Returns uint8 ``(B, H, W, 3)``. The one path of
+    every pool, the prompt-following check and the generator's benchmark."""
+    from .generator import inpaint
+    sy = settings(prof)["synthesis"]
+    out = inpaint(R["unet"], R["codec"], _t(frames), synthesis_region(prof, placed), cond, R["null"],
+                  seeds, steps=int(sy["steps"]),
+                  guidance=float(sy["guidance"]) if guidance is None else float(guidance),
+                  num_train_timesteps=R["net"].num_train_timesteps, beta_schedule=R["net"].beta_schedule,
+                  feather_px=float(sy.get("feather_px", 1.0)), clip_x0=clip_x0(prof))
+    return np.round(out.permute(0, 2, 3, 1).numpy() * 255).astype(np.uint8)
+
+
 def synthesis_region(prof: dict, placed: np.ndarray) -> torch.Tensor:
     """The region the generator repaints for placed masks ``(B, H, W)``: each mask dilated
     by the generator's ``dilate_px``, as in its training (where the region was the polyp's
@@ -699,7 +712,6 @@ def synthesis_region(prof: dict, placed: np.ndarray) -> torch.Tensor:
 
 def generate_part(prof: dict, variant: str, k: int) -> Path:
     """Generate and gate part ``k`` of the pool of ``variant`` (skipped when present)."""
-    from .generator import inpaint
     run = pool_run(prof, variant)
     f = _part_path(run, k)
     if f.is_file():
@@ -722,19 +734,10 @@ def generate_part(prof: dict, variant: str, k: int) -> Path:
     iou = np.zeros(len(ok))
     if ok:
         tgt = np.array([recs[i]["target"] for i in ok])
-        frames = _t(x_tr[tgt])
         placed = np.stack([plans[i]["mask"] for i in ok])
-        region = synthesis_region(prof, placed)
-        texts = [S.prompt_for(recs[i], variant) for i in ok]
-        e, mk = R["enc"].encode(texts)
-        guidance = 1.0 if variant == "no_text" else float(sy["guidance"])
-        net = R["net"]
-        out = inpaint(R["unet"], R["codec"], frames, region, (e, mk), R["null"],
-                      [recs[i]["noise_seed"] for i in ok], steps=int(sy["steps"]),
-                      guidance=guidance, num_train_timesteps=net.num_train_timesteps,
-                      beta_schedule=net.beta_schedule, feather_px=float(sy.get("feather_px", 1.0)),
-                      clip_x0=clip_x0(prof))
-        xs = np.round(out.permute(0, 2, 3, 1).numpy() * 255).astype(np.uint8)
+        e, mk = R["enc"].encode([S.prompt_for(recs[i], variant) for i in ok])
+        xs = synthesize(prof, R, x_tr[tgt], placed, (e, mk), [recs[i]["noise_seed"] for i in ok],
+                        guidance=1.0 if variant == "no_text" else None)
         own = m_tr[tgt] > 0
         intended = placed.astype(np.uint8)
         gts = (own | placed).astype(np.uint8)
@@ -887,7 +890,6 @@ def select_synthetic(prof: dict, spec: dict, n_train: int):
     """The synthetic training images of an arm: the first ``round(multiple * n_train)``
     samples of the pool in plan order that pass its gate. Returns ``(images, masks,
     records)``; fewer when the pool's cap was reached (recorded in the run)."""
-    settings(prof)  # refuses a bad section before any work
     run = pool_run(prof, spec["variant"], create=False)
     if not run.done:
         raise RuntimeError(f"pool {spec['variant']} ({run.dir}) is not finished: run "
@@ -975,7 +977,6 @@ def collect(prof: dict, g: list | None = None) -> pd.DataFrame:
 def current_runs(prof: dict) -> dict:
     """``{task: set of run hashes}`` of this profile's current configuration (runs left
     over from other configurations are not part of it)."""
-    settings(prof)  # refuses a bad section before any work
     out = {"diffaug_split": {split_run(prof).hash}, "diffaug_ae": {ae_hash(prof)},
            "diffaug_gen": {gen_hash(prof)},
            "diffaug_pool": {Run("diffaug_pool", prof["name"], pool_config(prof, v)).hash for v in S.VARIANTS},
@@ -1045,7 +1046,6 @@ def prompt_following_run(prof: dict, progress: bool = True) -> Run:
     ``reddish`` prompts (one word changed, same noise), judged by the real-only U-Net.
     Writes ``pairs.csv`` (one row per sample) into ``runs/diffaug_prompt/<profile>/<hash>/``."""
     from . import quality as Q
-    from .generator import inpaint
     s = settings(prof)
     config = prompt_config(prof)
     n = config["n"]
@@ -1081,13 +1081,8 @@ def prompt_following_run(prof: dict, progress: bool = True) -> Run:
                 tgt = [c["record"]["target"] for c in chunk]
                 placed = np.stack([c["mask"] for c in chunk])
                 e, mk = R["enc"].encode(texts[j:j + B])
-                img = inpaint(R["unet"], R["codec"], _t(x_tr[tgt]), synthesis_region(prof, placed),
-                              (e, mk), R["null"], [c["record"]["noise_seed"] for c in chunk],
-                              steps=int(sy["steps"]), guidance=float(sy["guidance"]),
-                              num_train_timesteps=R["net"].num_train_timesteps,
-                              beta_schedule=R["net"].beta_schedule,
-                              feather_px=float(sy.get("feather_px", 1.0)), clip_x0=clip_x0(prof))
-                xs = np.round(img.permute(0, 2, 3, 1).numpy() * 255).astype(np.uint8)
+                xs = synthesize(prof, R, x_tr[tgt], placed, (e, mk),
+                                [c["record"]["noise_seed"] for c in chunk])
                 pred = predict_masks(judge, xs, B) >= 0.5
                 areas.append(Q.predicted_area_near(pred, placed))
                 reds.append(Q.redness_contrast(xs, placed))

@@ -131,13 +131,13 @@ def current_runs(prof: dict, task: str) -> list[str] | None:
     profile or grid never enters a table. None (every run counts) when the profile has no
     grid that runs notebook 06."""
     from ...runs import sweep
-    grids = [(g, sweep.load_grid(g, prof["name"])) for g in grid_files(prof["name"])]
-    grids = [(g, gr) for g, gr in grids if Path(gr.notebook).stem == TRAIN_NOTEBOOK]
+    grids = [sweep.load_grid(g, prof["name"]) for g in grid_files(prof["name"])]
+    grids = [gr for gr in grids if Path(gr.notebook).stem == TRAIN_NOTEBOOK]
     out = ensure_smoke_runs(prof, task) if prof["name"] == "smoke" else []
     if not grids and prof["name"] != "smoke":
         return None
-    for g, gr in grids:
-        default_task = sweep.notebook_parameters(gr.notebook).get("TASK")
+    for gr in grids:
+        default_task = gr.notebook_params.get("TASK")
         out += [r["run_dir"] for r in sweep.status(gr, prof["name"])
                 if r["state"] == "done" and r.get("run_dir")
                 and r["params"].get("TASK", default_task) == task]
