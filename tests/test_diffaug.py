@@ -205,14 +205,15 @@ def test_group_bootstrap_and_detectable_difference():
 def test_family_shows_the_primary_unadjusted_and_the_rest_holm_adjusted(tmp_path):
     """test_family: the primary alone (its p in t_p_adj as it is, t_p_holm empty), the
     others one Holm family; adjustment says which for every row."""
-    from mdlib.runs.results import holm
+    from mdlib.runs.results import group_sign_flip_test, holm
     rng = np.random.default_rng(0)
-    rows = []
+    rows, per_seed = [], {}
     for label, shift in (("base", 0.0), ("with", 0.03), ("other", 0.01), ("third", -0.01)):
         for seed in range(3):
             d = tmp_path / f"{label}{seed}"
             d.mkdir()
             dice = np.clip(0.5 + shift + rng.normal(0, 0.05, 24), 0, 1)
+            per_seed.setdefault(label, []).append(dice)
             pd.DataFrame({"id": [str(i) for i in range(24)], "group": np.repeat(np.arange(6), 4),
                           "dice": dice}).to_csv(d / "test_per_image.csv", index=False)
             rows.append({"label": label, "seed": seed, "run_dir": str(d), "test_dice": dice.mean()})
@@ -224,7 +225,11 @@ def test_family_shows_the_primary_unadjusted_and_the_rest_holm_adjusted(tmp_path
     assert p.adjustment == "primary: not adjusted" and (sec.adjustment == "Holm, family of 2").all()
     assert np.allclose(sec.t_p_adj, holm(sec.t_p.to_numpy())) and np.allclose(sec.t_p_adj, sec.t_p_holm)
     assert (t.n_groups == 6).all() and (t.n_seeds == 3).all()
-    assert t.perm_p.between(2 / 64, 1).all() and (t.perm_p_floor == 2 / 64).all()  # 6 sequences
+    assert (t.perm_p_floor == 2 / 64).all()  # 6 sequences
+    groups = np.repeat(np.arange(6), 4)
+    for _, r in t.iterrows():  # the sign-flip test of the seed-averaged per-frame differences
+        ref = group_sign_flip_test(np.mean(per_seed[r.a], 0), np.mean(per_seed[r.b], 0), groups)
+        assert r.perm_p == pytest.approx(ref["perm_p"]) and 2 / 64 <= r.perm_p <= 1
 
 
 # --------------------------------------------------------------------------- the protocol
