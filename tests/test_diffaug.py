@@ -377,3 +377,16 @@ def test_a_pools_wall_time_leaves_out_its_pauses(tmp_path):
         os.utime(f, (1e9 + t, 1e9 + t))
     assert study.pool_active_s(tmp_path) == pytest.approx(80 + 20 + 10)
     assert study.pool_active_s(tmp_path, pause_s=1e9) == pytest.approx(3710)
+
+
+def test_report_states_table5_direction_from_the_numbers():
+    """The README's Table 5 sentence follows the distances: which side is closer, and
+    'clearly' only when the subset spreads do not overlap."""
+    from mdlib.studies.diffaug.report import _realism_line
+    t5 = pd.DataFrame({"set": ["accepted", "rejected", "real (other half of training polyps)"],
+                       "fd_mean": [0.5, 0.15, 0.07], "fd_std": [0.05, 0.03, 0.0]})
+    far = _realism_line(t5)[0]
+    assert "farther from" in far and "less realistic" in far and "do not overlap" in far
+    near = _realism_line(t5.assign(fd_mean=[0.14, 0.15, 0.07]))[0]
+    assert "closer to" in near and "more realistic" in near and "not clearly" in near
+    assert _realism_line(t5[t5.set != "rejected"]) == []
