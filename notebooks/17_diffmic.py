@@ -102,7 +102,7 @@ tests2 = analysis.table2_tests(df, table_settings)
 tests2.to_csv(out / "17_table2_tests.csv", index=False)
 display(tests2[["setting", "a", "b", "metric", "role", "n_seeds", "diff", "diff_ci95", "t_p",
                 "p_holm", "significance", "mde"]].round(4))
-fig = figures.table2_bars(t2, analysis.plain(df)[analysis.plain(df).method.isin(["C1", "DCG", "full"])])
+fig = figures.table2_points(t2, analysis.plain(df)[analysis.plain(df).method.isin(["C1", "DCG", "full"])])
 plots.savefig(fig, out / "17_table2.png")
 
 # %% [markdown]

@@ -127,18 +127,23 @@ def curves(hist: dict, x: str, ys: dict, title: str = "", logy: bool = False, sm
 
 def gate_iou_hist(iou_single, theta: float, iou_iter=None, theta_iter: float | None = None):
     """Histograms of the gate's IoU on generated samples, single-step and (where scored)
-    iterative, each with its acceptance threshold."""
+    iterative, each with its acceptance threshold. Densities (each histogram has area 1):
+    the iterative gate scores only a subset, so counts would not compare."""
     fig, ax = plt.subplots(figsize=(5.5, 3.2))
     bins = np.linspace(0, 1, 41)
     c1, c2 = "C0", "C1"
-    ax.hist(iou_single, bins=bins, alpha=0.6, color=c1, label=f"single step (n={len(iou_single)})")
+    ax.hist(iou_single, bins=bins, density=True, alpha=0.45, color=c1,
+            label=f"single step (n={len(iou_single)})")
+    ax.hist(iou_single, bins=bins, density=True, histtype="step", color=c1, lw=1.2)
     ax.axvline(theta, color=c1, ls="--", label=f"theta single = {theta:.3f}")
     if iou_iter is not None and len(iou_iter):
-        ax.hist(iou_iter, bins=bins, alpha=0.6, color=c2, label=f"iterative (n={len(iou_iter)})")
+        ax.hist(iou_iter, bins=bins, density=True, alpha=0.45, color=c2,
+                label=f"iterative (n={len(iou_iter)})")
+        ax.hist(iou_iter, bins=bins, density=True, histtype="step", color=c2, lw=1.2)
         if theta_iter is not None and theta_iter != theta:
             ax.axvline(theta_iter, color=c2, ls=":", label=f"theta iterative = {theta_iter:.3f}")
     ax.set_xlabel("gate IoU (predicted vs intended mask)")
-    ax.set_ylabel("generated samples")
+    ax.set_ylabel("density (area 1 per histogram)")
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig

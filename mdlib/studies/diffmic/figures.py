@@ -16,42 +16,63 @@ METHOD_COLORS = {"C1": "0.45", "DCG": sns.color_palette()[2], "full": sns.color_
 SHORT = {"C1": "C1 (plain backbone)", "DCG": "DCG alone", "full": "DiffMIC-v2"}
 
 
-def table2_bars(summary: pd.DataFrame, runs: pd.DataFrame, metrics=("test_acc", "test_f1")):
-    """Table II as bars: per setting, C1, the DCG alone and DiffMIC-v2 (mean over seeds,
-    error bars: std over seeds, dots: the seeds); on the accuracy panel the MedMNIST v2
-    ResNet-18 (28 px, full training split) reference as a black bar."""
+def table2_points(summary: pd.DataFrame, runs: pd.DataFrame, metrics=("test_acc", "test_f1")):
+    """Table II as a point plot: per setting, C1, the DCG alone and DiffMIC-v2, each as its
+    mean over seeds with the 95% CI over seeds (t interval, ``<metric>_ci95``) and the seeds
+    as small dots beside it; on the accuracy panel the MedMNIST v2 ResNet-18 (28 px, full
+    training split) reference as a short black line. Points, not bars: the y axis spans the
+    data, so a bar's length would mean nothing. With few seeds a t interval can pass the
+    metric's range; it is drawn clipped to [0, 1] and the title says so."""
     settings = list(dict.fromkeys(summary.setting))
     methods = ["C1", "DCG", "full"]
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.6 * len(metrics), 3.4), squeeze=False)
     w = 0.26
+    clipped = False
     for j, m in enumerate(metrics):
         ax = axes[0, j]
+        lo, hi = [], []
         for k, meth in enumerate(methods):
             s = summary[summary.method == meth].set_index("setting").reindex(settings)
             x = np.arange(len(settings)) + (k - 1) * w
-            ax.bar(x, s[f"{m}_mean"], w, yerr=s[f"{m}_std"].fillna(0), capsize=3,
-                   color=METHOD_COLORS[meth], label=SHORT[meth], alpha=0.85)
+            ci = s[f"{m}_ci95"].fillna(0).to_numpy(float)
+            mean = s[f"{m}_mean"].to_numpy(float)
+            a, b = np.clip(mean - ci, 0, 1), np.clip(mean + ci, 0, 1)
+            clipped |= bool(np.any((a != mean - ci) | (b != mean + ci)))
+            ax.errorbar(x, mean, yerr=[mean - a, b - mean], fmt="o", ms=6, capsize=3, lw=1.4,
+                        color=METHOD_COLORS[meth], label=SHORT[meth], zorder=3)
+            lo.append(a)
+            hi.append(b)
             r = runs[runs.method == meth]
             for i, st in enumerate(settings):
                 v = r[r.setting == st][m].to_numpy(float)
-                ax.plot(np.full(len(v), x[i]), v, "o", ms=3, color="k", alpha=0.6)
+                ax.plot(np.full(len(v), x[i] + 0.07), v, ".", ms=4, color="k", alpha=0.55,
+                        zorder=2, label="seeds" if (k, i) == (0, 0) else None)
+                lo.append(v)
+                hi.append(v)
         if m == "test_acc" and "ref_v2_resnet18_28_acc" in summary:
             ref = summary.drop_duplicates("setting").set_index("setting").reindex(settings)
             labelled = False
             for i, v in enumerate(ref["ref_v2_resnet18_28_acc"]):  # NaN: not a 28 px setting
                 if np.isfinite(v):
-                    ax.hlines(v, i - 1.6 * w, i + 1.6 * w, colors="k", lw=2,
+                    ax.hlines(v, i - 1.6 * w, i + 1.6 * w, colors="k", lw=1.5, ls="--",
                               label=None if labelled else "MedMNIST v2 ResNet-18 (28 px)")
+                    lo.append([v])
+                    hi.append([v])
                     labelled = True
-        lo = np.nanmin(summary[f"{m}_mean"] - summary[f"{m}_std"].fillna(0))
-        hi = np.nanmax(summary[f"{m}_mean"] + summary[f"{m}_std"].fillna(0))
-        ax.set_ylim(max(0.0, lo - 0.1), max(1.0, hi + 0.02))  # no error bar cut off
-        ax.axhline(1.0, color="0.7", lw=0.6, zorder=0)
+        a, b = np.nanmin(np.concatenate(lo)), np.nanmax(np.concatenate(hi))
+        pad = 0.08 * max(b - a, 0.02)
+        ax.set_ylim(a - pad, b + pad)
+        for i in range(1, len(settings)):
+            ax.axvline(i - 0.5, color="0.85", lw=0.6, zorder=0)
         ax.set_xticks(np.arange(len(settings)))
         ax.set_xticklabels(settings, fontsize=8, rotation=15)
         ax.set_ylabel(f"test {METRIC_LABELS.get(m, m)}")
     h, lab = axes[0, 0].get_legend_handles_labels()
-    fig.suptitle("Table II: mean ± std over seeds (dots: seeds)", y=1.02, fontsize=10)
+    n = sorted(set(summary["seeds"].astype(int))) if "seeds" in summary else []
+    fig.suptitle("Table II: mean and 95% CI over seeds"
+                 + (f" (n = {', '.join(map(str, n))})" if n else "")
+                 + (", clipped to [0, 1]" if clipped else "") + "; dots: the seeds",
+                 y=1.02, fontsize=10)
     fig.tight_layout()
     fig.legend(h, lab, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=len(lab), fontsize=8)
     return fig
