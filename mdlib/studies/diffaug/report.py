@@ -155,8 +155,11 @@ def diffaug_section(fig: Path, profile: str) -> str:
                            "× iterative": tb.speedup_vs_iterative.map(lambda v: f"{v:.1f}" if pd.notna(v) else ""),
                            "U-Net ÷ this": tb.slowdown_vs_unet.map(lambda v: f"{v:.2f}" if pd.notna(v) else "")})
         out += [f"Table 4, throughput in one run, {int(tb.threads.iloc[0])} CPU thread, batch "
-                f"{int(tb.batch.iloc[0])}, median of {int(tb.reps.iloc[0])} interleaved repetitions, "
-                "encoding and decoding included (`bench_diffaug.csv`):", "",
+                f"{int(tb.batch.iloc[0])}, median of {int(tb.reps.iloc[0])} interleaved repetitions "
+                f"over the same {int(seg.images.iloc[0])} test frames, encoding and decoding "
+                "included (`bench_diffaug.csv`). One trained model per row, not the seed mean of "
+                "Table 2: the real-only U-Net of the gate's seed (the judge) and the gate itself; "
+                "their Dice is over the whole test split:", "",
                 _md(tb2[["method", "images/s", "test Dice", "× iterative", "U-Net ÷ this"]]), ""]
         ok1 = single.speedup_vs_iterative >= 20
         ok2 = single.slowdown_vs_unet <= 3
@@ -250,6 +253,12 @@ def diffaug_section(fig: Path, profile: str) -> str:
                 "left out); a notebook row is its last execution end to end, which loads "
                 "finished runs instead of redoing them, so after a resumed run it is less than "
                 "the sum of its parts:", "", _md(tt[["task", "kind", "runs", "wall (min)"]]), ""]
+        runs_ = tt[tt.task != "notebook"]
+        seg_h = runs_[runs_.task == "diffaug_seg"].wall_min.sum() / 60
+        out += [f"The parts add to {runs_.wall_min.sum() / 60:.1f} h of run time, "
+                f"{seg_h:.1f} h of it segmenter runs, which the notebook trains "
+                "several at a time (the profile's `diffaug.jobs`), so the elapsed time is "
+                "shorter than the sum by at most that part's overlap.", ""]
     return "\n".join(out)
 
 
