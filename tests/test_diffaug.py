@@ -390,3 +390,23 @@ def test_report_states_table5_direction_from_the_numbers():
     near = _realism_line(t5.assign(fd_mean=[0.14, 0.15, 0.07]))[0]
     assert "closer to" in near and "more realistic" in near and "not clearly" in near
     assert _realism_line(t5[t5.set != "rejected"]) == []
+
+
+def test_report_family_line_counts_only_what_both_tests_support():
+    """The secondary family in words: a comparison counts when both Holm-adjusted tests are
+    below 0.05; one below on a single test is named as such; an undefined test never counts."""
+    from mdlib.studies.diffaug.report import _family_line
+    base = dict(b="U-Net", metric="test_dice", diff_seed_mean=0.01, perm_p=0.05)
+    tests = pd.DataFrame([
+        dict(base, a="primary arm", role="primary", t_p_adj=0.001, boot_p_adj=0.001),
+        dict(base, a="arm both", role="secondary", t_p_adj=0.01, boot_p_adj=0.02),
+        dict(base, a="arm boot only", role="secondary", t_p_adj=0.9, boot_p_adj=0.004),
+        dict(base, a="arm none", role="secondary", t_p_adj=0.5, boot_p_adj=0.6),
+        dict(base, a="arm undefined", role="secondary", t_p_adj=np.nan, boot_p_adj=0.01),
+    ])
+    line = _family_line(tests)[0]
+    head, _, rest = line.partition("On one test only")
+    assert "arm both" in head and "arm boot only" not in head and "primary arm" not in line
+    assert "arm boot only" in rest and "arm undefined" in rest and "arm none" not in line
+    none = _family_line(tests[tests.a.isin(["primary arm", "arm none"])])[0]
+    assert none.startswith("No secondary comparison reaches 0.05") and "(1 comparison)" in none

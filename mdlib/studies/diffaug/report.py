@@ -67,6 +67,39 @@ def verdict(t: pd.Series, alpha: float = 0.05) -> str:
     return "made no difference that these seeds and test sequences can detect"
 
 
+def _family_line(tests: pd.DataFrame, alpha: float = 0.05) -> list[str]:
+    """The secondary family in words: which comparisons reach ``alpha`` after Holm on both
+    tests (the rule of :func:`verdict`), and which on one test only, with the exact
+    sign-flip p over sequences beside (unadjusted; with few test sequences the bootstrap
+    over them is the more optimistic of the two)."""
+    sec = tests[tests.role != "primary"]
+    if sec.empty or "t_p_adj" not in sec or "boot_p_adj" not in sec:
+        return []
+    t_ok = sec.t_p_adj.fillna(1) < alpha
+    b_ok = sec.boot_p_adj.fillna(1) < alpha
+    both, one = sec[t_ok & b_ok], sec[t_ok ^ b_ok]
+
+    def name(r):
+        m = str(r.metric).replace("test_", "").replace("_", " ")
+        return f"{r.a} vs {r.b} ({m}, {_f(r.diff_seed_mean)})"
+
+    if both.empty:
+        head = (f"No secondary comparison reaches {alpha:g} on both tests after Holm "
+                f"({len(sec)} comparison{'' if len(sec) == 1 else 's'})")
+    else:
+        head = ("Secondary comparisons that reach " f"{alpha:g} on both tests after Holm: "
+                + "; ".join(name(r) for r in both.itertuples()))
+    if one.empty:
+        return [head + ".", ""]
+    parts = []
+    for r in one.itertuples():
+        perm = (f", exact sign-flip p over sequences {_p(r.perm_p)} unadjusted"
+                if "perm_p" in sec and pd.notna(r.perm_p) else "")
+        parts.append(f"{name(r)}: Holm-adjusted p {_p(r.t_p_adj)} (seed t-test) and "
+                     f"{_p(r.boot_p_adj)} (sequence bootstrap){perm}")
+    return [head + ". On one test only, so not counted by the rule: " + "; ".join(parts) + ".", ""]
+
+
 def _realism_line(t5: pd.DataFrame) -> list[str]:
     """Table 5 in words: are the accepted samples closer to the real polyps than the
     rejected ones? "Clearly" only when the subset spreads (mean ± 2 std) do not overlap."""
@@ -126,6 +159,7 @@ def diffaug_section(fig: Path, profile: str) -> str:
             f"standard errors). Every seed's arms use the same generator, pools and gate (one "
             f"of each, notebook 15), so the spread over seeds leaves out the variability of "
             f"synthesis itself. {_adj_note(tests)}", ""]
+    out += _family_line(tests)
     t = t2.copy()
     t["Δ Dice vs without"] = [_f(v) if pd.notna(v) else "" for v in t.get("diff_vs_without", pd.Series([np.nan] * len(t)))]
     t["p (t)"] = _p_col(t, "t_p_adj")
@@ -210,6 +244,7 @@ def diffaug_section(fig: Path, profile: str) -> str:
         t6 = pd.read_csv(f6)
         t6["Δ Dice"] = [f"{_f(d)} vs {v}" if pd.notna(d) else "" for d, v in zip(t6.get("diff", np.nan), t6.get("vs", ""))]
         t6["p (t)"] = _p_col(t6, "t_p_adj")
+        t6["p (seq. bootstrap)"] = _p_col(t6, "boot_p_adj")
         t6["pixel FNR"] = t6.fnr_mean.map(_f)
         t6["small-polyp FNR"] = t6.get("small_fnr_mean", pd.Series([np.nan] * len(t6))).map(_f)
         t6["gate images/s"] = t6.get("gate_images_per_s", pd.Series([np.nan] * len(t6))).map(lambda v: f"{v:.1f}" if pd.notna(v) else "")
@@ -220,15 +255,16 @@ def diffaug_section(fig: Path, profile: str) -> str:
         out += [f"Table 6, ablation on the U-Net (same steps, {same}; pixel FNR: mean per frame; "
                 "small-polyp FNR: per lesion, as in Table 3; `16_table6.csv`):", "",
                 _md(t6[["configuration", "n_synthetic", "Dice", "IoU", "pixel FNR", "small-polyp FNR",
-                        "acceptance", "gate images/s", "Δ Dice", "p (t)"]]), ""]
+                        "acceptance", "gate images/s", "Δ Dice", "p (t)", "p (seq. bootstrap)"]]), ""]
     f7 = fig / "16_table7.csv"
     if f7.is_file():
         t7 = pd.read_csv(f7)
         t7["Δ vs real only"] = [_f(v) if pd.notna(v) else "" for v in t7.get("diff_vs_real", pd.Series([np.nan] * len(t7)))]
         t7["p (t)"] = _p_col(t7, "t_p_adj")
+        t7["p (seq. bootstrap)"] = _p_col(t7, "boot_p_adj")
         t7["synthetic per real"] = t7.multiple.map(lambda v: f"{v:g}x")
         out += ["Table 7, synthetic images per real one (U-Net; `16_table7.csv`, `16_table7.png`):", "",
-                _md(t7[["synthetic per real", "n_real", "n_synthetic", "Dice", "IoU", "Δ vs real only", "p (t)"]]), ""]
+                _md(t7[["synthetic per real", "n_real", "n_synthetic", "Dice", "IoU", "Δ vs real only", "p (t)", "p (seq. bootstrap)"]]), ""]
     fp = fig / "15_prompt_following.csv"
     if fp.is_file():
         p = pd.read_csv(fp)
