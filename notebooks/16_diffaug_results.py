@@ -81,8 +81,9 @@ df = study.run_grid(prof, jobs)
 print(f"grid done ({time.time() - t0:.0f} s)")
 assert len(df) == len(study.grid(prof)), "runs of the grid are missing"
 df.to_csv(out / "16_runs.csv", index=False)
-metrics = ["test_dice", "test_iou", "test_pooled_dice", "test_sensitivity", "test_fnr",
-           "test_small_sensitivity", "test_small_fnr", "test_small_specificity", "val_dice"]
+metrics = ["test_dice", "test_iou", "test_pooled_dice", "test_sensitivity", "test_precision",
+           "test_specificity", "test_fnr", "test_small_sensitivity", "test_small_fnr",
+           "test_small_specificity", "val_dice"]
 summ = analysis.summary_table(df, metrics)
 summ = summ.merge(df.groupby("label").agg(n_synthetic=("n_synthetic", "mean"), n_real=("n_real", "mean"),
                                           family=("family", "first"), variant=("variant", "first"),
@@ -144,7 +145,6 @@ table2.to_csv(out / "16_table2.csv", index=False)
 display(table2.drop(columns=["dice_mean", "dice_std", "iou_mean", "iou_std"]).round(4))
 order = [r["label"] for r in t2_rows]
 fig = dfig.seeds_plot(df, order)
-fig.axes[0].set_title("Table 2: test Dice per seed", fontsize=10)
 plots.savefig(fig, out / "16_table2.png")
 
 # %% [markdown]
@@ -233,10 +233,7 @@ for m in [0.0] + [float(v) for v in S["multiples"]]:
 table7 = pd.DataFrame(t7_rows)
 table7.to_csv(out / "16_table7.csv", index=False)
 display(table7.drop(columns=["dice_mean", "dice_std", "dice_ci95", "iou_mean", "iou_std"]).round(4))
-s7 = summ[summ.label.isin(table7.label[table7.multiple > 0])].merge(table7[["label", "multiple"]], on="label",
-                                                                   suffixes=("_x", ""))
-fig = dfig.multiples_plot(s7, base)
-fig.axes[0].set_title("Table 7: U-Net test Dice against the amount of synthetic data", fontsize=10)
+fig = dfig.multiples_plot(table7, tests, df)
 plots.savefig(fig, out / "16_table7.png")
 
 # %% [markdown]

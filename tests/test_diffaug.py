@@ -223,7 +223,8 @@ def test_family_shows_the_primary_unadjusted_and_the_rest_holm_adjusted(tmp_path
     p, sec = t[t.role == "primary"].iloc[0], t[t.role == "secondary"]
     assert np.isnan(p.t_p_holm) and p.t_p_adj == p.t_p and p.boot_p_adj == p.boot_p
     assert p.adjustment == "primary: not adjusted" and (sec.adjustment == "Holm, family of 2").all()
-    assert np.allclose(sec.t_p_adj, holm(sec.t_p.to_numpy())) and np.allclose(sec.t_p_adj, sec.t_p_holm)
+    assert np.allclose(sec.t_p_adj, holm(sec.t_p.to_numpy(), m=2)) and np.allclose(sec.t_p_adj, sec.t_p_holm)
+    assert np.allclose(sec.perm_p_adj, holm(sec.perm_p.to_numpy(), m=2)) and p.perm_p_adj == p.perm_p
     assert (t.n_groups == 6).all() and (t.n_seeds == 3).all()
     assert (t.perm_p_floor == 2 / 64).all()  # 6 sequences
     groups = np.repeat(np.arange(6), 4)
@@ -410,3 +411,31 @@ def test_report_family_line_counts_only_what_both_tests_support():
     assert "arm boot only" in rest and "arm undefined" in rest and "arm none" not in line
     none = _family_line(tests[tests.a.isin(["primary arm", "arm none"])])[0]
     assert none.startswith("No secondary comparison reaches 0.05") and "(1 comparison)" in none
+
+
+def test_report_size_sensitivity_and_inconclusive_lines_follow_the_numbers():
+    """The generated sentences on gate size preference, pixel sensitivity and an
+    inconclusive primary are computed from their tables, in both directions."""
+    from mdlib.studies.diffaug.report import _inconclusive, _sensitivity_line, _size_line
+    area = np.linspace(0.01, 0.2, 40)
+    iou = (np.arange(40) >= 25).astype(float)    # the 15 largest pass: 10 of q4, 5 of q3
+    big = _size_line(pd.DataFrame({"intended_area_frac": area, "iou_single": iou}), 0.5)[0]
+    assert "0.0%, 0.0%, 50.0%, 100.0%" in big and "prefers large" in big
+    prim = pd.Series(dict(a="U-Net + DiffAug 1x", b="U-Net", metric="test_dice", role="primary",
+                          diff_seed_mean=-0.002, diff_seed_ci95=0.12, t_p=0.9, boot_p=0.8))
+    assert "[-0.122, 0.118]" in _inconclusive(prim)
+    helped = prim.copy()
+    helped[["diff_seed_mean", "t_p", "boot_p"]] = [0.05, 0.01, 0.01]
+    assert _inconclusive(helped) == ""
+    summ = pd.DataFrame({"label": ["U-Net", "U-Net + DiffAug 1x", "U-Net + DiffAug 2x"],
+                         "n_synthetic": [0, 428, 856], "test_sensitivity_mean": [0.5, 0.6, 0.4],
+                         "test_dice_mean": [0.45, 0.45, 0.45]})
+    tests = pd.DataFrame([dict(prim)])
+    line = _sensitivity_line(summ, tests)[0]
+    assert "is higher (U-Net 0.500 → 0.600)" in line and "1 of the 2 synthetic U-Net arms" in line
+    down = _sensitivity_line(summ.assign(test_sensitivity_mean=[0.5, 0.4, 0.4]), tests)[0]
+    assert "higher in 0 of 1 families" in down
+    both = _sensitivity_line(summ.assign(test_precision_mean=[0.5, 0.4, 0.45],
+                                         test_specificity_mean=[0.95, 0.92, 0.93]), tests)[0]
+    assert "Pixel precision moves the other way (lower: U-Net 0.500 → 0.400)" in both
+    assert "specificity (U-Net 0.950 → 0.920)" in both

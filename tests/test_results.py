@@ -132,6 +132,17 @@ def test_holm_by_hand_with_nan_and_ties():
     assert np.isnan(R.holm([np.nan, np.nan])).all()
 
 
+def test_holm_counts_a_planned_but_undefined_test_when_told_the_family_size():
+    """m = the family's size: an undefined p counts as a test that could not reject (as
+    p = 1), so the finite ones are adjusted by the full family, as by hand."""
+    p = np.array([0.01, np.nan, 0.03])
+    np.testing.assert_allclose(R.holm(p, m=3), [0.03, np.nan, 0.06])
+    np.testing.assert_allclose(R.holm(p, m=3)[[0, 2]], R.holm([0.01, 1.0, 0.03])[[0, 2]])
+    np.testing.assert_allclose(R.holm(p), [0.02, np.nan, 0.03])
+    with pytest.raises(ValueError, match="family size"):
+        R.holm(p, m=1)
+
+
 # --------------------------------------------------------------------------- compare_methods
 def _write_run(root, name, method, seed, correct, n_classes=2):
     d = root / name

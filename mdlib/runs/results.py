@@ -251,13 +251,19 @@ def group_sign_flip_test(ca, cb, groups, max_exact: int = 16, n_mc: int = 100_00
     return out
 
 
-def holm(pvalues) -> np.ndarray:
-    """Holm-Bonferroni adjusted p-values (family-wise error), NaNs left alone."""
+def holm(pvalues, m: int | None = None) -> np.ndarray:
+    """Holm-Bonferroni adjusted p-values (family-wise error), NaNs left alone. ``m``: the
+    family's size, when it planned more comparisons than have a p-value (an undefined test
+    still counts, as if its p were 1: the conservative reading); default the number of
+    finite p-values."""
     p = np.asarray(pvalues, float)
     out = np.full_like(p, np.nan)
     ok = np.flatnonzero(np.isfinite(p))
     order = ok[np.argsort(p[ok], kind="stable")]
-    m = len(order)
+    if m is None:
+        m = len(order)
+    elif m < len(order):
+        raise ValueError(f"holm: family size m = {m} is below the {len(order)} finite p-values")
     run = 0.0
     for i, j in enumerate(order):
         run = max(run, min(1.0, (m - i) * p[j]))

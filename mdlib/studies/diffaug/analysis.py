@@ -9,9 +9,10 @@
   replacement (the frames of one video are not independent).
 * The **primary hypothesis** is declared in the profile (``diffaug.primary``; default: the
   U-Net with DiffAug at ``multiple`` vs the U-Net without, test Dice) and tested alone; every
-  other comparison is one family, Holm-adjusted (:func:`mdlib.runs.results.holm`). The
-  columns ``t_p_adj`` / ``boot_p_adj`` hold the p-value a table shows (the primary's
-  unadjusted, the family's Holm-adjusted) and ``adjustment`` says which.
+  other comparison is one family, Holm-adjusted over the planned family's size (an
+  undefined test counts; :func:`mdlib.runs.results.holm`). The columns ``t_p_adj`` /
+  ``boot_p_adj`` / ``perm_p_adj`` hold the p-value a table shows (the primary's unadjusted,
+  the family's Holm-adjusted) and ``adjustment`` says which.
 * The smallest difference the seeds could detect (:func:`detectable_difference`): a paired
   t-test over ``n`` seeds at two-sided alpha 0.05 and power 0.8, exact from the noncentral
   t (:func:`mdlib.runs.results.min_detectable_difference`) with the observed standard
@@ -124,7 +125,7 @@ def compare(df: pd.DataFrame, a_label: str, b_label: str, metric: str = "test_di
 
 #: the columns of a test row that a table shows beside its arm (the p-values as shown and
 #: what they are)
-SHOWN = ("t_p_adj", "boot_p_adj", "adjustment", "role")
+SHOWN = ("t_p_adj", "boot_p_adj", "perm_p_adj", "adjustment", "role")
 
 
 def test_row(tests: pd.DataFrame, a: str, b: str | None = None, unit: str = "image"):
@@ -150,15 +151,16 @@ def test_family(df: pd.DataFrame, primary: tuple[str, str, str], others: list[tu
     fam = [dict(compare(df, *c), role="secondary") for c in others]
     if fam:
         f = pd.DataFrame(fam)
-        f["t_p_holm"] = holm(f["t_p"])
-        f["boot_p_holm"] = holm(f["boot_p"])
+        for c in ("t_p", "boot_p", "perm_p"):  # the planned family's size, undefined tests too
+            f[f"{c}_holm"] = holm(f[c], m=len(f))
         rows += f.to_dict("records")
     out = pd.DataFrame(rows)
-    for c in ("t_p_holm", "boot_p_holm"):  # the primary is in no family: nothing adjusted
+    for c in ("t_p_holm", "boot_p_holm", "perm_p_holm"):  # the primary is in no family
         if c not in out:
             out[c] = np.nan
     prim = out.role == "primary"
     out["t_p_adj"] = np.where(prim, out.t_p, out.t_p_holm)
     out["boot_p_adj"] = np.where(prim, out.boot_p, out.boot_p_holm)
+    out["perm_p_adj"] = np.where(prim, out.perm_p, out.perm_p_holm)
     out["adjustment"] = np.where(prim, "primary: not adjusted", f"Holm, family of {len(fam)}")
     return out

@@ -176,46 +176,69 @@ def gallery(real_x, real_m, acc: list, rej: list, ncol: int = 6,
 
 
 def seeds_plot(df: pd.DataFrame, order: list, metric: str = "test_dice", ylabel: str = "test Dice"):
-    """One dot per seed, mean ± std bar, per arm."""
+    """Table 2 per seed: each arm's seeds as dots (one colour per seed), its mean as a black
+    bar with ± 1 std; the same seed's runs without and with synthetic data joined by a thin
+    line (``order`` lists each pair as neighbours), which is what the paired test compares."""
     d = df[df.label.isin(order)]
-    fig, ax = plt.subplots(figsize=(1.2 + 0.75 * len(order), 3.6))
-    sns.pointplot(d, x="label", y=metric, order=order, errorbar="sd", linestyle="none",
-                  capsize=0.2, color="k", markers="_", ax=ax)
-    sns.stripplot(d, x="label", y=metric, order=order, hue="seed", palette="tab10", size=5,
-                  jitter=0.08, ax=ax)
-    ax.set_xlabel("")
-    ax.set_ylabel(f"{ylabel} (dots: seeds; bar: mean ± std)")
-    ax.tick_params(axis="x", rotation=35, labelsize=8)
-    for t in ax.get_xticklabels():
-        t.set_horizontalalignment("right")
-    ax.legend(title="seed", fontsize=7, title_fontsize=7)
+    seeds = sorted(d.seed.unique())
+    colors = dict(zip(seeds, sns.color_palette("tab10", len(seeds))))
+    fig, ax = plt.subplots(figsize=(1.2 + 0.8 * len(order), 3.8))
+    for i, lab in enumerate(order):
+        v = d[d.label == lab].set_index("seed")[metric]
+        ax.errorbar([i], [v.mean()], yerr=[v.std(ddof=1)] if len(v) > 1 else None, fmt="_",
+                    ms=18, mew=2, color="k", capsize=4, zorder=3)
+        for sd, y in v.items():
+            ax.plot(i, y, "o", ms=5, color=colors[sd], zorder=4,
+                    label=f"seed {sd}" if i == 0 else None)
+        if i % 2 == 1:                     # the pair (order[i - 1], order[i]), seed by seed
+            w = d[d.label == order[i - 1]].set_index("seed")[metric]
+            for sd in v.index.intersection(w.index):
+                ax.plot([i - 1, i], [w[sd], v[sd]], color=colors[sd], lw=0.8, alpha=0.6, zorder=2)
+    ax.set_xticks(range(len(order)))
+    ax.set_xticklabels(order, rotation=35, ha="right", fontsize=8)
+    ax.set_xlim(-0.5, len(order) - 0.5)
+    ax.set_ylabel(ylabel)
+    n = d.groupby("label").seed.nunique()
+    ax.set_title(f"Table 2: {ylabel} per seed (n = {', '.join(map(str, sorted(set(n))))} seeds; "
+                 "black: mean ± 1 std;\nlines: the same seed without and with synthetic data)",
+                 fontsize=9)
+    ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
     return fig
 
 
-def multiples_plot(summary: pd.DataFrame, base: pd.Series | None = None, metric: str = "test_dice",
-                   ylabel: str = "test Dice"):
-    """Table 7: metric against synthetic images per real one; mean and 95% CI over seeds.
-    The real-only model's mean is a dashed line and its 95% CI two dotted lines (not a
-    shaded band, which would tint the whole panel when the interval is wide)."""
-    fig, ax = plt.subplots(figsize=(5, 3.4))
-    s = summary.sort_values("multiple")
-    ax.errorbar(s["multiple"], s[f"{metric}_mean"], yerr=s[f"{metric}_ci95"].fillna(0), fmt="o-",
-                capsize=3, label="U-Net + DiffAug: mean, 95% CI")
-    if base is not None:
-        m, c = base[f"{metric}_mean"], base[f"{metric}_ci95"]
-        ax.axhline(m, color="0.3", ls="--", label="U-Net, real frames only: mean")
-        if np.isfinite(c):
-            for k, v in enumerate((m - c, m + c)):
-                ax.axhline(v, color="0.45", ls=":", lw=1, label="its 95% CI" if k == 0 else None)
+def multiples_plot(table7: pd.DataFrame, tests: pd.DataFrame, runs: pd.DataFrame,
+                   metric: str = "test_dice", ylabel: str = "Dice"):
+    """Table 7 as the paired difference to real-only training, per amount of synthetic data:
+    the mean over seeds with the 95% CI of the paired difference (the quantity the t-test
+    uses, ``diff_seed_ci95`` of :func:`.analysis.test_family`), each seed's own difference
+    as a dot, zero as a line."""
+    t7 = table7[table7.multiple > 0].sort_values("multiple")
+    base = table7[table7.multiple == 0].label.iloc[0]
+    b = runs[runs.label == base].set_index("seed")[metric]
+    fig, ax = plt.subplots(figsize=(5.2, 3.4))
+    xs, ms, cis = [], [], []
+    for r in t7.itertuples():
+        t = tests[(tests.a == r.label) & (tests.b == base) & (tests.metric == metric)]
+        v = runs[runs.label == r.label].set_index("seed")[metric]
+        dd = (v - b).dropna()
+        jit = r.multiple * (1.05 + 0.035 * np.arange(len(dd)))   # seeds side by side
+        ax.plot(jit, dd, ".", color="0.35", ms=5, zorder=2, label="one seed" if not xs else None)
+        xs.append(r.multiple)
+        ms.append(float(t.diff_seed_mean.iloc[0]) if len(t) else dd.mean())
+        cis.append(float(t.diff_seed_ci95.iloc[0]) if len(t) else np.nan)
+    ax.errorbar(xs, ms, yerr=np.nan_to_num(cis), fmt="o", color="C0", capsize=3, zorder=3,
+                label="mean over seeds, 95% CI")
+    ax.axhline(0, color="0.3", ls="--", lw=1, label=f"{base}, real frames only")
     ax.set_xscale("log", base=2)
-    ax.set_xticks(s["multiple"])
-    ax.set_xticklabels([f"{v:g}x" for v in s["multiple"]])
-    ax.set_xlabel("synthetic images per real training frame")
-    n = sorted(set(summary["seeds"].astype(int))) if "seeds" in summary else []
-    ax.set_ylabel(f"{ylabel} (over {', '.join(map(str, n))} seeds)" if n else ylabel)
-    ax.legend(fontsize=7, loc="lower left", framealpha=0.9)
+    ax.set_xticks(xs)
+    ax.set_xticklabels([f"{v:g}x" for v in xs])
+    ax.set_xlabel("synthetic images per real training frame (log scale)")
+    ax.set_ylabel(f"Δ test {ylabel} vs real only\n(paired by seed)")
+    ax.set_title(f"Table 7: {base} + DiffAug minus {base}, same seeds", fontsize=10)
     fig.tight_layout()
+    h, lab = ax.get_legend_handles_labels()
+    fig.legend(h, lab, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=3, fontsize=7)
     return fig
 
 
@@ -240,16 +263,24 @@ def prompt_following(pairs: pd.DataFrame):
 
 
 def throughput(tab: pd.DataFrame):
-    """Table 4 as bars on a log axis, each labelled with its images/s and Dice."""
-    t = tab[tab.method.str.contains("U-Net|segmenter")]
+    """Table 4 as dots on a log axis (a bar's length means nothing there), each labelled
+    with its images/s and the Dice of the timed model; the conditions in the title."""
+    t = tab[tab.method.str.contains("U-Net|segmenter")].reset_index(drop=True)
     fig, ax = plt.subplots(figsize=(7, 2.6))
-    ax.barh(t.method, t.images_per_s, color=sns.color_palette()[:len(t)])
-    for y, (v, d) in enumerate(zip(t.images_per_s, t.test_dice)):
-        ax.text(v * 1.15, y, f"{v:.1f} images/s, Dice {d:.3f}", va="center", fontsize=8,
-                bbox=dict(facecolor="white", edgecolor="none", pad=1))
+    y = np.arange(len(t))
+    ax.hlines(y, t.images_per_s.min() / 3, t.images_per_s, color="0.85", lw=1, zorder=1)
+    ax.scatter(t.images_per_s, y, s=60, color=sns.color_palette()[:len(t)], zorder=3)
+    for yy, (v, d) in enumerate(zip(t.images_per_s, t.test_dice)):
+        ax.text(v * 1.3, yy, f"{v:.1f} images/s, Dice {d:.3f}", va="center", fontsize=8)
+    ax.set_yticks(y)
+    ax.set_yticklabels(t.method)
     ax.set_xscale("log")
-    ax.set_xlim(right=float(t.images_per_s.max()) * 30)   # room for the labels
+    ax.set_xlim(t.images_per_s.min() / 3, float(t.images_per_s.max()) * 12)
+    ax.set_ylim(len(t) - 0.4, -0.6)
     ax.set_xlabel("test images per second (median of interleaved repetitions, log scale)")
-    ax.invert_yaxis()
+    r = t.iloc[0]
+    ax.set_title(f"Table 4: {int(r.threads)} thread, batch {int(r.batch)}, the same "
+                 f"{int(r.images)} test frames; one trained model per row (Dice: whole test split)",
+                 fontsize=8)
     fig.tight_layout()
     return fig

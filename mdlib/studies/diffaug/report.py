@@ -64,7 +64,70 @@ def verdict(t: pd.Series, alpha: float = 0.05) -> str:
         return "helped"
     if t.diff_seed_mean < 0 and sig_t and sig_b:
         return "hurt"
-    return "made no difference that these seeds and test sequences can detect"
+    return "showed no difference that these seeds and test sequences can detect"
+
+
+def _inconclusive(prim: pd.Series) -> str:
+    """For a primary without a detectable difference: what its interval still allows."""
+    if verdict(prim) in ("helped", "hurt") or not np.isfinite(prim.diff_seed_ci95):
+        return ""
+    lo, hi = prim.diff_seed_mean - prim.diff_seed_ci95, prim.diff_seed_mean + prim.diff_seed_ci95
+    return (f"That is not evidence of no effect: the 95% CI over seeds, [{_f(lo)}, {_f(hi)}], "
+            "holds a loss and a gain of that size. ")
+
+
+def _sensitivity_line(summ: pd.DataFrame, tests: pd.DataFrame) -> list[str]:
+    """Pixel sensitivity with and without synthetic data, in words; descriptive only (it
+    is in no test and was looked at after the results)."""
+    need = {"label", "n_synthetic", "test_sensitivity_mean", "test_dice_mean"}
+    if not need <= set(summ) or tests.empty:
+        return []
+    sm = summ.set_index("label")
+    prim = tests[tests.role == "primary"].iloc[0]
+    n_mult = sm.n_synthetic.get(prim.a)
+    pairs = tests[(tests.metric == prim.metric) & tests.b.isin(sm.index[sm.n_synthetic == 0])
+                  & tests.a.map(sm.n_synthetic).eq(n_mult)].drop_duplicates(["a", "b"])
+    if pairs.empty:
+        return []
+    sens = sm.test_sensitivity_mean
+    fam = [f"{r.b} {sens[r.b]:.3f} → {sens[r.a]:.3f}" for r in pairs.itertuples()]
+    up = sum(sens[r.a] > sens[r.b] for r in pairs.itertuples())
+    base = prim.b
+    arms = [lab for lab in sm.index if lab.startswith(f"{base} + DiffAug") and sm.n_synthetic[lab] > 0]
+    vals = sens[arms]
+    above = int((vals > sens[base]).sum())
+    word = "higher" if up == len(pairs) else f"higher in {up} of {len(pairs)} families"
+    prec = ""
+    if {"test_precision_mean", "test_specificity_mean"} <= set(sm.columns):
+        pr, sp = sm.test_precision_mean, sm.test_specificity_mean
+        pfam = [f"{r.b} {pr[r.b]:.3f} → {pr[r.a]:.3f}" for r in pairs.itertuples()]
+        down = sum(pr[r.a] < pr[r.b] for r in pairs.itertuples())
+        prec = (f" Pixel precision moves the other way ({'lower' if down == len(pairs) else f'lower in {down} of {len(pairs)} families'}: "
+                f"{'; '.join(pfam)}), and so does specificity ({base} "
+                f"{sp[base]:.3f} → {sp[prim.a]:.3f}).")
+    return [f"Not tested (descriptive, looked at after the results): mean per-frame pixel "
+            f"sensitivity with synthetic data is {word} ({'; '.join(fam)}), and {above} of the "
+            f"{len(arms)} synthetic {base} arms of Tables 2, 6 and 7 are above the real-only "
+            f"{base} ({vals.min():.3f} to {vals.max():.3f}).{prec} With mean Dice where it was, "
+            "the models mark more of each frame as polyp, inside the polyps and outside them.", ""]
+
+
+def _size_line(sa: pd.DataFrame, theta: float) -> list[str]:
+    """Acceptance by quartile of the intended polyp area: the gate's preference for size,
+    which confounds any accepted-vs-rejected comparison."""
+    if not {"intended_area_frac", "iou_single"} <= set(sa) or len(sa) < 8:
+        return []
+    q = pd.qcut(sa.intended_area_frac, 4, labels=False, duplicates="drop")
+    acc = (sa.iou_single > theta).groupby(q).mean()
+    edges = sa.intended_area_frac.quantile([0.25, 0.5, 0.75]).to_numpy()
+    ok = sa.iou_single > theta
+    return [f"The gate prefers large polyps: acceptance by quartile of the intended area "
+            f"(quartile edges {', '.join(f'{e:.1%}' for e in edges)} of the frame): "
+            f"{', '.join(f'{v:.1%}' for v in acc)}; median intended area "
+            f"{sa.intended_area_frac[ok].median():.1%} accepted vs "
+            f"{sa.intended_area_frac[~ok].median():.1%} rejected (`15_size_agreement.csv`). "
+            "Accepted and rejected samples therefore differ in size too, and Table 5's "
+            "distances are not corrected for it.", ""]
 
 
 def _family_line(tests: pd.DataFrame, alpha: float = 0.05) -> list[str]:
@@ -89,15 +152,24 @@ def _family_line(tests: pd.DataFrame, alpha: float = 0.05) -> list[str]:
     else:
         head = ("Secondary comparisons that reach " f"{alpha:g} on both tests after Holm: "
                 + "; ".join(name(r) for r in both.itertuples()))
+    floor = ""
+    if "perm_p_floor" in sec and sec.perm_p_floor.notna().any():
+        f0 = float(sec.perm_p_floor.min())
+        if f0 * len(sec) >= alpha:
+            floor = (f" With these test sequences the exact sign-flip test cannot go below "
+                     f"{_p(f0)}, so after Holm over {len(sec)} comparisons no secondary "
+                     f"comparison could reach {alpha:g} on it (its smallest adjusted p is "
+                     f"{_p(min(1.0, f0 * len(sec)))}): this family has little power.")
     if one.empty:
-        return [head + ".", ""]
+        return [head + "." + floor, ""]
     parts = []
     for r in one.itertuples():
         perm = (f", exact sign-flip p over sequences {_p(r.perm_p)} unadjusted"
                 if "perm_p" in sec and pd.notna(r.perm_p) else "")
         parts.append(f"{name(r)}: Holm-adjusted p {_p(r.t_p_adj)} (seed t-test) and "
                      f"{_p(r.boot_p_adj)} (sequence bootstrap){perm}")
-    return [head + ". On one test only, so not counted by the rule: " + "; ".join(parts) + ".", ""]
+    return [head + ". On one test only, so not counted by the rule: " + "; ".join(parts) + "."
+            + floor, ""]
 
 
 def _realism_line(t5: pd.DataFrame) -> list[str]:
@@ -152,33 +224,41 @@ def diffaug_section(fig: Path, profile: str) -> str:
             f"test {mname}. Result: synthetic polyps **{verdict(prim)}** here: "
             f"difference {_f(prim.diff_seed_mean)} (95% CI over {int(prim.n_seeds)} seeds ± "
             f"{_f(prim.diff_seed_ci95)}, paired t-test p = {_p(prim.t_p)}; bootstrap over test "
-            f"frames resampled by sequence{ng}: [{_f(prim.boot_lo)}, {_f(prim.boot_hi)}], p = "
-            f"{_p(prim.boot_p)}{_perm(prim)}). The rule: {RULE}. The smallest difference the paired t-test "
-            f"over these seeds could detect (alpha 0.05, power 0.8): {_f(prim.detectable_t)}; "
+            f"frames resampled by sequence{ng}, conditional on these trained models: "
+            f"[{_f(prim.boot_lo)}, {_f(prim.boot_hi)}], p = "
+            f"{_p(prim.boot_p)}{_perm(prim)}). The rule: {RULE}. "
+            + _inconclusive(prim) +
+            f"The smallest difference the paired t-test "
+            f"over these seeds could detect (alpha 0.05, power 0.8, from the spread of "
+            f"{int(prim.n_seeds)} paired differences, itself uncertain): {_f(prim.detectable_t)}; "
             f"the sequence bootstrap, at these seeds: {_f(prim.detectable_boot)} (2.8 bootstrap "
             f"standard errors). Every seed's arms use the same generator, pools and gate (one "
             f"of each, notebook 15), so the spread over seeds leaves out the variability of "
             f"synthesis itself. {_adj_note(tests)}", ""]
     out += _family_line(tests)
+    fs = fig / "16_summary.csv"
+    if fs.is_file():
+        out += _sensitivity_line(pd.read_csv(fs), tests)
     t = t2.copy()
     t["Δ Dice vs without"] = [_f(v) if pd.notna(v) else "" for v in t.get("diff_vs_without", pd.Series([np.nan] * len(t)))]
     t["p (t)"] = _p_col(t, "t_p_adj")
     t["p (seq. bootstrap)"] = _p_col(t, "boot_p_adj")
+    t["p (sign-flip)"] = _p_col(t, "perm_p_adj")
     out += ["Table 2 (`16_table2.csv`; mean per-frame test Dice and IoU, mean ± std over seeds):", "",
             _md(t[["model", "synthetic", "n_synthetic", "Dice", "IoU", "Δ Dice vs without",
-                   "p (t)", "p (seq. bootstrap)"]]), ""]
+                   "p (t)", "p (seq. bootstrap)", "p (sign-flip)"]]), ""]
     f3 = fig / "16_table3.csv"
     if f3.is_file():
         t3 = pd.read_csv(f3)
         t3["Δ sens. vs without"] = [_f(v) if pd.notna(v) else "" for v in t3.get("diff_vs_without", pd.Series([np.nan] * len(t3)))]
-        t3["p (Holm)"] = _p_col(t3, "t_p_adj")
+        t3["p (t, Holm)"] = _p_col(t3, "t_p_adj")
         sf = f"{t3.small_frac.iloc[0]:.0%}" if "small_frac" in t3 else "a fixed share"
         di = f"{t3.detect_iou.iloc[0]:g}" if "detect_iou" in t3 else "the threshold"
         out += [f"Table 3, small polyps (< {sf} of the frame; detected when IoU with the predicted "
                 f"components touching it ≥ {di}; sensitivity and FNR per lesion, specificity per "
                 "pixel on their frames; `16_table3.csv`):", "",
                 _md(t3[["label", "n_small_lesions", "Sensitivity", "FNR", "Specificity",
-                        "Δ sens. vs without", "p (Holm)"]]), ""]
+                        "Δ sens. vs without", "p (t, Holm)"]]), ""]
     b = fig / "bench_diffaug.csv"
     if b.is_file():
         tb = pd.read_csv(b)
@@ -212,7 +292,8 @@ def diffaug_section(fig: Path, profile: str) -> str:
         t5 = pd.read_csv(f5)
         t5["gate IoU"] = [f"{m:.3f} ± {s:.3f}" if pd.notna(m) else "" for m, s in zip(t5.gate_iou_mean, t5.gate_iou_std)]
         t5["share"] = t5.share.map(lambda v: f"{v:.1%}" if pd.notna(v) else "")
-        t5["Fréchet distance"] = [f"{m:.3f} ± {s:.3f} (n={int(n)})" if pd.notna(m) else "n/a"
+        t5["Fréchet distance"] = [("n/a" if not pd.notna(m) else f"{m:.3f} (one split, n={int(n)})"
+                                   if not s > 1e-9 else f"{m:.3f} ± {s:.3f} (n={int(n)})")
                                   for m, s, n in zip(t5.get("fd_mean", np.nan), t5.get("fd_std", np.nan),
                                                      t5.get("fd_n", 0).fillna(0) if "fd_n" in t5 else [0] * len(t5))]
         th = "theta"
@@ -227,10 +308,14 @@ def diffaug_section(fig: Path, profile: str) -> str:
         out += ["Table 5, generated samples (attribute prompts) accepted vs rejected by the gate "
                 f"(IoU > {th}); Fréchet distance of polyp crops to real training-polyp crops in "
                 "the real-only U-Net's encoder features, mean ± std over 10 equal-size subsets; "
-                "the real row is the floor (`15_table5.csv`):", "",
+                "the real row is the floor, from one split of the training polyps into halves "
+                "(so it has no spread; `15_table5.csv`):", "",
                 _md(t5[["set", "n_samples", "share", "gate IoU", "Fréchet distance"]]), "",
                 f"{t5.lpips_status.iloc[0]}.", ""]
         out += _realism_line(t5)
+        fz = fig / "15_size_agreement.csv"
+        if fz.is_file() and fa.is_file():
+            out += _size_line(pd.read_csv(fz), float(acc.theta.iloc[0]))
     fc = fig / "15_colour.csv"
     if fc.is_file():
         c = pd.read_csv(fc)
@@ -245,6 +330,7 @@ def diffaug_section(fig: Path, profile: str) -> str:
         t6["Δ Dice"] = [f"{_f(d)} vs {v}" if pd.notna(d) else "" for d, v in zip(t6.get("diff", np.nan), t6.get("vs", ""))]
         t6["p (t)"] = _p_col(t6, "t_p_adj")
         t6["p (seq. bootstrap)"] = _p_col(t6, "boot_p_adj")
+        t6["p (sign-flip)"] = _p_col(t6, "perm_p_adj")
         t6["pixel FNR"] = t6.fnr_mean.map(_f)
         t6["small-polyp FNR"] = t6.get("small_fnr_mean", pd.Series([np.nan] * len(t6))).map(_f)
         t6["gate images/s"] = t6.get("gate_images_per_s", pd.Series([np.nan] * len(t6))).map(lambda v: f"{v:.1f}" if pd.notna(v) else "")
@@ -255,20 +341,37 @@ def diffaug_section(fig: Path, profile: str) -> str:
         out += [f"Table 6, ablation on the U-Net (same steps, {same}; pixel FNR: mean per frame; "
                 "small-polyp FNR: per lesion, as in Table 3; `16_table6.csv`):", "",
                 _md(t6[["configuration", "n_synthetic", "Dice", "IoU", "pixel FNR", "small-polyp FNR",
-                        "acceptance", "gate images/s", "Δ Dice", "p (t)", "p (seq. bootstrap)"]]), ""]
+                        "acceptance", "gate images/s", "Δ Dice", "p (t)", "p (seq. bootstrap)",
+                        "p (sign-flip)"]]), ""]
+        fa6, fb6 = fig / "15_acceptance.csv", fig / "bench_diffaug.csv"
+        if fa6.is_file() and fb6.is_file():
+            ac = pd.read_csv(fa6).set_index("variant")
+            bt = pd.read_csv(fb6)
+            it = bt[bt.method.str.contains("iterative")]
+            if "text" in ac.index and len(it) and ac.loc["text", "scored_iterative"] > 0:
+                out += [f"The iterative gate scored only the first "
+                        f"{int(ac.loc['text', 'scored_iterative'])} of the "
+                        f"{int(ac.loc['text', 'placed'])} attribute-prompt samples (enough for "
+                        "1x), so its acceptance is over those; as a segmenter it reaches test "
+                        f"Dice {it.test_dice.iloc[0]:.3f} (Table 4) against "
+                        f"{bt[bt.method.str.contains('single')].test_dice.iloc[0]:.3f} single-step, "
+                        "so this row compares gates of unequal quality, not single-step against "
+                        "iterative inference as such.", ""]
     f7 = fig / "16_table7.csv"
     if f7.is_file():
         t7 = pd.read_csv(f7)
         t7["Δ vs real only"] = [_f(v) if pd.notna(v) else "" for v in t7.get("diff_vs_real", pd.Series([np.nan] * len(t7)))]
         t7["p (t)"] = _p_col(t7, "t_p_adj")
         t7["p (seq. bootstrap)"] = _p_col(t7, "boot_p_adj")
+        t7["p (sign-flip)"] = _p_col(t7, "perm_p_adj")
         t7["synthetic per real"] = t7.multiple.map(lambda v: f"{v:g}x")
         out += ["Table 7, synthetic images per real one (U-Net; `16_table7.csv`, `16_table7.png`):", "",
-                _md(t7[["synthetic per real", "n_real", "n_synthetic", "Dice", "IoU", "Δ vs real only", "p (t)", "p (seq. bootstrap)"]]), ""]
+                _md(t7[["synthetic per real", "n_real", "n_synthetic", "Dice", "IoU", "Δ vs real only", "p (t)", "p (seq. bootstrap)",
+                     "p (sign-flip)"]]), ""]
     fp = fig / "15_prompt_following.csv"
     if fp.is_file():
         p = pd.read_csv(fp)
-        lines = [f"'{r.a}' − '{r.b}' on {r.measure}: {_f(r.diff_mean, 4)} ± {_f(r.diff_ci95, 4)} "
+        lines = [f"'{r.a}' − '{r.b}' on {r.measure}: {_f(r.diff_mean, 4)} (95% CI ± {_f(r.diff_ci95, 4)}) "
                  f"(n = {int(r.n)}, Wilcoxon p = {_p(r.wilcoxon_p)})" for r in p.itertuples()]
         out += ["Does a generated polyp follow its prompt? Same frame, mask and noise, one word "
                 "changed (`15_prompt_following.csv`): " + "; ".join(lines) + ".", ""]
