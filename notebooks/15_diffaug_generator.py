@@ -122,9 +122,10 @@ fig = dfig.curves({"generator": gh}, "step", {"inside": "noise MSE inside the re
                                               "outside": "(1 - a_t) noise MSE outside"},
                   logy=True, smooth=max(1, len(gh) // 50))
 plots.savefig(fig, out / "15_generator_loss.png")
-fig = dfig.curves({"gate (latent segmenter)": gate_run.read_csv("history.csv"),
-                   "judge (U-Net)": judge_run.read_csv("history.csv")}, "step",
-                  {"val_dice": "validation Dice", "train_loss": "training loss"})
+n_val = len(ds.x("val"))
+hg, hj = gate_run.read_csv("history.csv"), judge_run.read_csv("history.csv")
+fig = dfig.training_panels({"gate (latent segmenter)": hg, "judge (U-Net)": hj},
+                           f"validation Dice ({n_val} frames)")
 plots.savefig(fig, out / "15_gate_judge_curves.png")
 gm = gate_run.read_csv("metrics.csv")
 display(gm[gm.metric.isin(["dice", "iou"])].pivot(index="metric", columns="split", values="value").round(4))
@@ -187,7 +188,8 @@ t5.to_csv(out / "15_table5.csv", index=False)
 print(lpips_msg)
 display(t5.round(3))
 it = pool["iou_iterative"]
-fig = dfig.gate_iou_hist(pool["iou_single"], theta, it[np.isfinite(it)], theta_it)
+fig = dfig.gate_iou_hist(pool["iou_single"], theta, it[np.isfinite(it)], theta_it,
+                         iou_real_val=study.gate_val_iou(prof))
 plots.savefig(fig, out / "15_gate_iou.png")
 both = np.isfinite(it)
 if both.any():
@@ -226,13 +228,13 @@ k = int(S["figures"].get("gallery", 6))
 recs = pool["records"][pool["records"].row >= 0].sort_values("row")
 acc_i = np.flatnonzero(pool["iou_single"] > theta)[:k]
 rej_i = np.flatnonzero(pool["iou_single"] <= theta)[:k]
-cap = lambda r: f"IoU {pool['iou_single'][r]:.2f} · {recs.prompt.iloc[r].replace('colonoscopy frame with ', '')}"
+cap = lambda r: f"IoU {pool['iou_single'][r]:.3f} · {recs.prompt.iloc[r].replace('colonoscopy frame with ', '')}"
 acc = [(pool["x"][r], pool["intended"][r], cap(r)) for r in acc_i]
 rej = [(pool["x"][r], pool["intended"][r], cap(r)) for r in rej_i]
 # real frames from different sequences (neighbouring frames of one video are near-copies)
 seq_first = np.sort(np.unique(ds.groups_of("train"), return_index=True)[1])[:k]
 fig = dfig.gallery(ds.x("train")[seq_first], ds.m("train")[seq_first], acc, rej, ncol=k,
-                   real_title="real training frames\n(one per sequence)")
+                   real_title="real training frames\n(one per sequence)", theta=theta)
 plots.savefig(fig, out / "15_fig2_gallery.png")
 
 # %% [markdown]

@@ -118,18 +118,48 @@ def curves(hist: dict, x: str, ys: dict, title: str = "", logy: bool = False, sm
         ax.set_ylabel(lab)
         if logy:
             ax.set_yscale("log")
-    axes[0, -1].legend(fontsize=7)
+    for ax in axes[0]:
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
 
 
-def gate_iou_hist(iou_single, theta: float, iou_iter=None, theta_iter: float | None = None):
-    """Histograms of the gate's IoU on generated samples, single-step and (where scored)
-    iterative, each with its acceptance threshold. Densities (each histogram has area 1):
-    the iterative gate scores only a subset, so counts would not compare."""
-    fig, ax = plt.subplots(figsize=(5.5, 3.2))
+def training_panels(hist: dict, val_label: str = "validation Dice"):
+    """Training curves of several models: their validation Dice on one shared axis, and each
+    model's training loss on its own axis (the losses differ in kind and scale)."""
+    names = list(hist)
+    fig, axes = plt.subplots(1, 1 + len(names), figsize=(4.0 * (1 + len(names)), 3), squeeze=False)
+    ax = axes[0, 0]
+    for k, (name, h) in enumerate(hist.items()):
+        if "val_dice" in h:
+            v = h.dropna(subset=["val_dice"])
+            ax.plot(v["step"], v["val_dice"], marker=".", lw=1, color=f"C{k}", label=name)
+    ax.set_xlabel("step")
+    ax.set_ylabel(val_label)
+    ax.legend(fontsize=7)
+    for k, (name, h) in enumerate(hist.items()):
+        a = axes[0, k + 1]
+        if "train_loss" in h:
+            t = h.dropna(subset=["train_loss"])
+            a.plot(t["step"], t["train_loss"], lw=1, color=f"C{k}")
+        a.set_xlabel("step")
+        a.set_ylabel("training loss")
+        a.set_title(name, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def gate_iou_hist(iou_single, theta: float, iou_iter=None, theta_iter: float | None = None,
+                  iou_real_val=None):
+    """Histograms of the gate's IoU on generated samples, single-step and (where scored:
+    the first parts of the plan) iterative, each with its acceptance threshold, and, when
+    given, the single-step gate's IoU on the real validation frames (whose median is theta
+    under the ``val_median`` rule) as a black outline. Densities (each histogram has area
+    1): the sets differ in size, so counts would not compare."""
+    fig, ax = plt.subplots(figsize=(5.8, 3.3))
     bins = np.linspace(0, 1, 41)
     c1, c2 = "C0", "C1"
     ax.hist(iou_single, bins=bins, density=True, alpha=0.45, color=c1,
@@ -142,7 +172,10 @@ def gate_iou_hist(iou_single, theta: float, iou_iter=None, theta_iter: float | N
         ax.hist(iou_iter, bins=bins, density=True, histtype="step", color=c2, lw=1.2)
         if theta_iter is not None and theta_iter != theta:
             ax.axvline(theta_iter, color=c2, ls=":", label=f"theta iterative = {theta_iter:.3f}")
-    ax.set_xlabel("gate IoU (predicted vs intended mask)")
+    if iou_real_val is not None and len(iou_real_val):
+        ax.hist(iou_real_val, bins=bins, density=True, histtype="step", color="k", lw=1.2,
+                label=f"single step on real validation frames (n={len(iou_real_val)})")
+    ax.set_xlabel("gate IoU (predicted vs intended / true mask)")
     ax.set_ylabel("density (area 1 per histogram)")
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -150,14 +183,16 @@ def gate_iou_hist(iou_single, theta: float, iou_iter=None, theta_iter: float | N
 
 
 def gallery(real_x, real_m, acc: list, rej: list, ncol: int = 6,
-            real_title: str = "real training frames"):
+            real_title: str = "real training frames", theta: float | None = None):
     """Fig. 2: a row of real training frames, rows of accepted and rejected samples; each
-    sample with its intended mask outlined (green), the gate's IoU and its prompt."""
-    rows = [(real_title, [(x, m, "") for x, m in zip(real_x[:ncol], real_m[:ncol])])]
-    rows.append(("accepted", acc[:ncol]))
-    rows.append(("rejected", rej[:ncol]))
-    fig, axes = plt.subplots(len(rows), ncol, figsize=(2.3 * ncol, 2.75 * len(rows)), squeeze=False)
+    with its intended (or true) mask as a thin dashed outline, so that the blend edge stays
+    visible, and under it the gate's IoU and the prompt. The caller passes the first
+    samples of each kind in plan order (the title says so: nothing is hand-picked)."""
     import textwrap
+    rows = [(real_title, [(x, m, "") for x, m in zip(real_x[:ncol], real_m[:ncol])])]
+    rows.append(("accepted" + (f"\n(IoU > {theta:.3f})" if theta is not None else ""), acc[:ncol]))
+    rows.append(("rejected" + (f"\n(IoU ≤ {theta:.3f})" if theta is not None else ""), rej[:ncol]))
+    fig, axes = plt.subplots(len(rows), ncol, figsize=(2.3 * ncol, 2.95 * len(rows)), squeeze=False)
     for i, (name, items) in enumerate(rows):
         for j in range(ncol):
             ax = axes[i, j]
@@ -165,13 +200,18 @@ def gallery(real_x, real_m, acc: list, rej: list, ncol: int = 6,
                 ax.axis("off")
                 continue
             x, m, cap = items[j]
-            show_image(ax, overlay(x, m, edge_only=True))
+            show_image(ax, x)
+            if np.asarray(m).any():
+                ax.contour(np.asarray(m, float), levels=[0.5], colors=["lime"], linewidths=0.8,
+                           linestyles="--")
             if cap:
-                ax.set_title("\n".join(textwrap.wrap(cap, 34)), fontsize=5.5)
+                ax.text(0.5, -0.03, "\n".join(textwrap.wrap(cap, 36)), transform=ax.transAxes,
+                        ha="center", va="top", fontsize=6)
         axes[i, 0].set_ylabel(name, fontsize=9)
-    fig.suptitle("Generated polyps (outline: intended mask) with their prompts, accepted and "
-                 "rejected by the gate, beside real frames", fontsize=10)
-    fig.tight_layout()
+    fig.suptitle("Fig. 2: generated polyps (dashed: intended mask) with their gate IoU and "
+                 "prompt, beside real frames; the first of each kind in plan order, not "
+                 "selected", fontsize=10)
+    fig.tight_layout(h_pad=2.2)
     return fig
 
 
@@ -243,21 +283,37 @@ def multiples_plot(table7: pd.DataFrame, tests: pd.DataFrame, runs: pd.DataFrame
 
 
 def prompt_following(pairs: pd.DataFrame):
-    """Paired prompt variants: judge's predicted area (small vs large) and region redness
-    (pale vs reddish), one line per sample."""
+    """Paired prompt variants (same frame, mask and noise; one word changed): for each
+    change, the per-pair difference on both measures (judge's predicted area, region
+    redness) as dots with their median and its bootstrap 95% CI, zero as a line; a change
+    that works moves its own measure and not the other."""
+    rng = np.random.default_rng(0)
+    changes = (("small", "large", "size word"), ("pale", "reddish", "colour word"))
+    measures = (("area", "predicted area near the mask\n(fraction of the frame)"),
+                ("redness", "red - green contrast\nto the mucosa"))
     fig, axes = plt.subplots(1, 2, figsize=(8, 3.4))
-    for ax, (a, b, col, lab) in zip(axes, (("small", "large", "area", "predicted area near the mask\n(fraction of the frame)"),
-                                           ("pale", "reddish", "redness", "red - green contrast to the mucosa"))):
-        va, vb = pairs[f"{col}_{a}"], pairs[f"{col}_{b}"]
-        for x0, x1 in zip(va, vb):
-            ax.plot([0, 1], [x0, x1], color="0.7", lw=0.7)
-        ax.plot([0, 1], [va.median(), vb.median()], color="tab:red", lw=2, marker="o", label="median")
-        ax.set_xticks([0, 1])
-        ax.set_xticklabels([f'"{a}"', f'"{b}"'])
-        ax.set_xlim(-0.3, 1.3)
-        ax.set_ylabel(lab)
-        ax.legend(fontsize=8)
-    fig.suptitle("Same frame, mask and noise; one word of the prompt changed", fontsize=10)
+    for ax, (col, lab) in zip(axes, measures):
+        for k, (a, b, name) in enumerate(changes):
+            if f"{col}_{a}" not in pairs or f"{col}_{b}" not in pairs:
+                continue
+            d = (pairs[f"{col}_{b}"] - pairs[f"{col}_{a}"]).dropna().to_numpy(float)
+            if not len(d):
+                continue
+            jit = k + rng.uniform(-0.12, 0.12, len(d))
+            ax.plot(jit, d, ".", color="0.55", ms=4, zorder=2)
+            med = float(np.median(d))
+            boot = np.median(rng.choice(d, size=(2000, len(d))), axis=1)
+            lo, hi = np.percentile(boot, [2.5, 97.5])
+            ax.errorbar([k + 0.3], [med], yerr=[[med - lo], [hi - med]], fmt="o", color="tab:red",
+                        capsize=3, zorder=3, label="median, bootstrap 95% CI" if k == 0 else None)
+        ax.axhline(0, color="0.3", ls="--", lw=1)
+        ax.set_xticks(range(len(changes)))
+        ax.set_xticklabels([f'"{b}" − "{a}"' for a, b, _ in changes])
+        ax.set_xlim(-0.5, len(changes) - 0.4)
+        ax.set_ylabel(f"Δ {lab}")
+        ax.legend(fontsize=7, loc="best")
+    fig.suptitle(f"Same frame, mask and noise; one word of the prompt changed (n = {len(pairs)} "
+                 "pairs; dots: pairs)", fontsize=10)
     fig.tight_layout()
     return fig
 

@@ -400,17 +400,26 @@ def gate_theta(prof: dict, mode: str = "single") -> float:
     f = run.path("gate_theta.json" if mode == "single" else f"gate_theta_{mode}.json")
     if run.done and f.is_file():
         return float(json.loads(f.read_text())["theta"])
-    gate, run = gate_model(prof, train=False)
-    ds = dataset(prof)
     kw = {} if mode == "single" else {"steps": int(s["gate"]["iterative_steps"])}
-    pred = predict_masks(gate, ds.x("val"), batch_size=32, **kw) >= 0.5
-    iou = segm.per_image(pred, ds.m("val") > 0)["iou"]
+    iou = gate_val_iou(prof, mode)
     theta = float(np.median(iou))
     if not 0 < theta < 1:
         raise RuntimeError(f"gate {run.dir} ({mode}): rule {th} gives theta={theta}, outside (0, 1)")
     run.write_json(f.name, {"rule": th, "mode": mode, **kw, "theta": theta, "n_val": int(len(iou)),
                    "val_iou_quartiles": [float(q) for q in np.percentile(iou, [25, 50, 75])]})
     return theta
+
+
+def gate_val_iou(prof: dict, mode: str = "single") -> np.ndarray:
+    """Per validation frame, the IoU between the trained gate's mask (inference ``mode``)
+    and the true mask: what the ``val_median`` rule takes the median of."""
+    if mode not in GATE_MODES:
+        raise ValueError(f"gate mode '{mode}': expected one of {GATE_MODES}")
+    gate, _ = gate_model(prof, train=False)
+    ds = dataset(prof)
+    kw = {} if mode == "single" else {"steps": int(settings(prof)["gate"]["iterative_steps"])}
+    pred = predict_masks(gate, ds.x("val"), batch_size=32, **kw) >= 0.5
+    return np.asarray(segm.per_image(pred, ds.m("val") > 0)["iou"], float)
 
 
 def segmenter_run(prof: dict, a: dict, seed: int, progress: bool = True) -> Run:
