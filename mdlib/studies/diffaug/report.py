@@ -79,7 +79,7 @@ def _inconclusive(prim: pd.Series) -> str:
 def _sensitivity_line(summ: pd.DataFrame, tests: pd.DataFrame) -> list[str]:
     """Pixel sensitivity with and without synthetic data, in words; descriptive only (it
     is in no test and was looked at after the results)."""
-    need = {"label", "n_synthetic", "test_sensitivity_mean", "test_dice_mean"}
+    need = {"label", "n_synthetic", "test_sensitivity_mean"}
     if not need <= set(summ) or tests.empty:
         return []
     sm = summ.set_index("label")
@@ -118,9 +118,9 @@ def _size_line(sa: pd.DataFrame, theta: float) -> list[str]:
     if not {"intended_area_frac", "iou_single"} <= set(sa) or len(sa) < 8:
         return []
     q = pd.qcut(sa.intended_area_frac, 4, labels=False, duplicates="drop")
-    acc = (sa.iou_single > theta).groupby(q).mean()
-    edges = sa.intended_area_frac.quantile([0.25, 0.5, 0.75]).to_numpy()
     ok = sa.iou_single > theta
+    acc = ok.groupby(q).mean()
+    edges = sa.intended_area_frac.quantile([0.25, 0.5, 0.75]).to_numpy()
     return [f"The gate prefers large polyps: acceptance by quartile of the intended area "
             f"(quartile edges {', '.join(f'{e:.1%}' for e in edges)} of the frame): "
             f"{', '.join(f'{v:.1%}' for v in acc)}; median intended area "
