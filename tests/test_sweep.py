@@ -160,9 +160,9 @@ def test_study_grids_load():
         counts[grid.name] = len(sweep.expand(grid))
         assert grid.name == f.stem
     assert counts["smoke"] == 4
-    # 7 methods on matched seeds: 2 datasets x 5 seeds + BreastMNIST x 10 (small CNN), 2 x 5
-    # (ResNet-18 slim), and BreastMNIST at 64 px for No Aug and MedDiffuseMix x 5
-    assert counts["main_cpu"] == 7 * 2 * 5 + 7 * 10 + 7 * 2 * 5 + 2 * 5
+    # 7 methods on matched seeds: 3 datasets x 5 seeds (small CNN), 2 x 5 (ResNet-18 slim),
+    # and BreastMNIST at 64 px for No Aug and MedDiffuseMix x 5
+    assert counts["main_cpu"] == 7 * 3 * 5 + 7 * 2 * 5 + 2 * 5
     assert counts["ablation_cpu"] == 3 * 5 * 3
     assert counts["sensitivity_cpu"] == 3 * (4 + 9 + 3)
     assert counts["main_gpu"] == 5 * 7 * 3 * 5
