@@ -110,3 +110,22 @@ def test_number_formats():
     assert report.ci_text(0.51234, 0.01, 2) == "0.51 ± 0.01"
     df = pd.DataFrame({"acc_mean": [0.8, 0.12345], "acc_std": [0.0125, math.nan]})
     assert report.pm(df, "acc").tolist() == ["0.800 ± 0.013", "0.123 ± nan"]
+
+
+def test_generator_chance_lines_name_the_generators_at_chance():
+    """The generator section names a generator whose samples the guidance classifier labels
+    at chance (computed from the table when the column is absent), and only that one."""
+    from mdlib.studies.meddiffusemix.report import _chance_lines
+    t = pd.DataFrame({"dataset": ["breastmnist", "lc25000_lung", "breastmnist_64"],
+                      "profile_scale": [True, True, True],
+                      "guidance_acc_samples": [0.80, 0.505, 0.52], "n_samples": [400, 400, 400],
+                      "min_class_agreement": [0.7, 0.01, 0.02]})
+    text = "\n".join(_chance_lines(t))
+    assert "lc25000_lung: the generator fails" in text and "breastmnist_64: the generator fails" in text
+    assert "breastmnist: the generator fails" not in text
+    assert "The other generators (breastmnist)" in text
+    t2 = t.assign(guidance_acc_samples=[0.8, 0.7, 0.75])
+    assert "Every generator" in _chance_lines(t2)[0]
+    # an explicit column wins over the recomputation
+    t3 = t2.assign(n_classes=2, p_above_chance=[0.001, 0.3, 0.001])
+    assert "lc25000_lung: the generator fails" in "\n".join(_chance_lines(t3))

@@ -117,7 +117,48 @@ def diffusion_section(fig: Path, profile: str) -> str:
                        f"{g.loc[hi, 'fd_samples_vs_test']:.3f} "
                        f"({g.loc[hi, 'fd_samples_vs_test'] / g.loc[lo, 'fd_samples_vs_test']:.1f}x).")
         out.append("")
+    out += _chance_lines(t)
     return "\n".join(out)
+
+
+def _chance_lines(t: pd.DataFrame) -> list[str]:
+    """The generators whose samples the guidance classifier does not recognise as their
+    class above chance (one-sided binomial test against 1/K, at the profile's scale)."""
+    if "profile_scale" not in t:
+        return []
+    t = t[t.profile_scale.astype(bool)].copy()
+    if "p_above_chance" not in t:  # tables written before the column existed
+        from scipy.stats import binomtest
+        from ... import data as data_mod
+
+        def k_of(name: str) -> int | None:
+            base, _, size = name.rpartition("_")
+            sp = data_mod.spec(name) or (data_mod.spec(base) if size.isdigit() else None)
+            names = getattr(sp, "class_names", None)
+            return len(names) if names else None
+        t["n_classes"] = t.dataset.map(k_of)
+        if t.n_classes.isna().any():
+            return []
+        t["p_above_chance"] = [binomtest(int(round(a * n)), int(n), 1 / k, alternative="greater").pvalue
+                               for a, n, k in zip(t.guidance_acc_samples, t.n_samples, t.n_classes)]
+    bad = t[t.p_above_chance >= ALPHA]
+    ok = t[t.p_above_chance < ALPHA]
+    if bad.empty:
+        return [f"Every generator's samples are recognised as their class above chance by the "
+                f"guidance classifier (one-sided binomial test, p < {ALPHA}).", ""]
+    lines = [f"- **{r.dataset}: the generator fails this check.** The guidance classifier labels "
+             f"its samples with their conditioning class {r.guidance_acc_samples:.3f} of the time, "
+             f"chance for {int(r.n_classes)} classes (one-sided binomial {_p(r.p_above_chance)}); "
+             f"its worst class is recognised {r.min_class_agreement:.3f} of the time, so nearly "
+             "every sample is assigned to one class. By this measure the generator does not render "
+             "its conditioning class, and the offline methods trained with it on this dataset "
+             "(GenMix, DBA and MedDiffuseMix, where the grid has them) mix in samples of no "
+             "recognisable class: their results in the tables above measure augmentation with "
+             "this generator, not the methods with a working one." for r in bad.itertuples()]
+    if len(ok):
+        lines.append(f"- The other generators ({', '.join(ok.dataset)}) are recognised above chance "
+                     f"({', '.join(_p(p) for p in ok.p_above_chance)}).")
+    return lines + [""]
 
 
 def preservation_section(fig: Path, profile: str) -> str:
