@@ -144,6 +144,9 @@ def gain_bars(summary: pd.DataFrame, tests: pd.DataFrame, base: str = "no_aug",
     the same ``cell`` column), and the smallest difference those seeds could detect at 80%
     power (grey ticks at +-MDE). The average difference is in the title."""
     s = summary[summary.method.isin([base, method])]
+    # only the cells where both methods ran (a cell missing one has nothing to compare)
+    both = s.groupby(cell).method.nunique()
+    s = s[s[cell].isin(both.index[both == 2])]
     cells = list(dict.fromkeys(s[cell]))
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(max(7.5, 2.3 * len(cells) + 3), 3.4),
                                   gridspec_kw={"width_ratios": [1.6, 1]})
@@ -160,13 +163,13 @@ def gain_bars(summary: pd.DataFrame, tests: pd.DataFrame, base: str = "no_aug",
     labels = []
     for c in cells:
         n = int(t.loc[c, "n_pairs"]) if len(t) and c in t.index else 0
-        labels.append(f"{c}\n(n = {n} seeds)")
+        labels.append(f"{c}".replace(" · ", "\n") + f"\n(n = {n} seeds)")
     ax.set_xticks(range(len(cells)))
     ax.set_xticklabels(labels, fontsize=7)
     lo = float(np.nanmin(s[f"{metric}_mean"] - s[f"{metric}_std"].fillna(0))) if len(s) else 0
     ax.set_ylim(max(0.0, lo - 0.05), 1.0)
     ax.set_ylabel(metric.replace("test_", "test ") + " (mean ± std over seeds)", fontsize=8)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="best")
     diffs = []
     for i, c in enumerate(cells):
         if not len(t) or c not in t.index:
