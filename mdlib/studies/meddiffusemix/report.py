@@ -221,7 +221,7 @@ def _primary_lines(p: pd.DataFrame) -> list[str]:
             verdict = ("better than" if r["diff"] > 0 else "worse than") + " No Aug"
         else:
             mde = (f"; the {int(r.n_pairs)} seeds could detect a difference of "
-                   f"{r.mde_80:.3f} or more (80% power), so differences beyond that are ruled out"
+                   f"{r.mde_80:.3f} or more (80% power), so a true difference of that size would be found 4 times in 5, and smaller ones are not ruled out"
                    if np.isfinite(r.mde_80) else "")
             verdict = "no significant difference" + mde
         lines.append(f"- {r.cell}: MedDiffuseMix − No Aug = {r['diff']:+.3f} {ci} test accuracy "
