@@ -77,6 +77,22 @@ unmatched = [c for c, row in seed_sets.iterrows() if len(set(row.dropna())) > 1]
 print("cells with unmatched seeds:", unmatched or "none")
 
 # %% [markdown]
+# ## One machine per cell
+#
+# A configuration gives bit-identical numbers on one machine, but another CPU (other
+# kernels) or torch version rounds differently and the training runs drift apart, so the
+# paired comparisons of a cell should come from runs of one machine (`machine`: CPU model
+# and kernel instruction set, or GPU, and torch version, from each run's
+# `environment.json`).
+
+# %%
+machines = runs.groupby("cell")["machine"].agg(lambda s: sorted(set(s.fillna("unknown"))))
+display(machines.to_frame("machines"))
+mixed = [c for c, m in machines.items() if len(m) > 1]
+if mixed:
+    print("WARNING: cells whose runs come from more than one machine:", mixed)
+
+# %% [markdown]
 # ## Table 2: test accuracy (mean ± std over seeds)
 
 # %%

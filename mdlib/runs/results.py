@@ -49,7 +49,26 @@ def _read_run(d: Path) -> dict | None:
         row[f"{s}_{k}"] = v
     info = json.loads((d / "DONE").read_text())
     row["wall_s"] = info.get("wall_s")
+    row["machine"] = _machine(d)
     return row
+
+
+def _machine(d: Path) -> str | None:
+    """Where a run was computed, as far as its float results depend on it: the CPU model
+    and torch's kernel instruction set (or the GPU), and the torch version, from its
+    ``environment.json`` (runs written before the CPU was recorded: the platform string)."""
+    try:
+        env = json.loads((d / "environment.json").read_text())
+    except (OSError, ValueError):
+        return None
+    torch_v = (env.get("packages") or {}).get("torch")
+    if str(env.get("device", "cpu")).startswith("cuda"):
+        where = env["device"]
+    elif env.get("cpu_model") or env.get("cpu_capability"):
+        where = f"{env.get('cpu_model')} ({env.get('cpu_capability')})"
+    else:
+        where = env.get("platform")
+    return f"{where}, torch {torch_v}"
 
 
 def collect(task: str = "study", profile: str = "cpu", root: str | Path | None = None,

@@ -62,7 +62,28 @@ def environment() -> dict:
         dev = f"cuda: {torch.cuda.get_device_name(0)}"
     return {"python": sys.version.split()[0], "platform": platform.platform(),
             "packages": versions, "git": git_revision(), "device": dev,
-            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads()}
+            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            **cpu_info()}
+
+
+def cpu_info() -> dict:
+    """The CPU model and the instruction set torch's kernels use on it: float results of
+    one configuration are bit-identical on one machine, but another CPU (e.g. AVX-512 vs
+    AVX2 kernels) rounds differently, so runs compared with each other should share it."""
+    import torch
+    model = None
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        model = platform.processor() or None
+    try:
+        cap = torch.backends.cpu.get_cpu_capability()
+    except Exception:  # older torch
+        cap = None
+    return {"cpu_model": model, "cpu_capability": cap}
 
 
 class Run:

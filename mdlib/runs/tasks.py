@@ -382,6 +382,8 @@ def run_data(run_dir):
 def load_classifier(run_dir, device: str = "auto"):
     """The run's selected classifier (``model.safetensors``), in eval mode on ``device``."""
     from ..models import build_model
+    from .archive import require_files
+    require_files(run_dir, "model.safetensors")
     cfg = run_config(run_dir)["train"]
     state, meta = load_checkpoint(Path(run_dir) / "model.safetensors")
     model = build_model(meta.get("model", cfg["model"]), int(meta["channels"]),

@@ -369,6 +369,8 @@ def separability(features, labels, embedding=None, k: int = 5, groups=None) -> d
 
 def load_features(run_dir) -> tuple[np.ndarray, np.ndarray]:
     """``test_features.npz`` of a run: penultimate features (N, D) and labels (N,)."""
+    from ...runs.archive import require_files
+    require_files(run_dir, "test_features.npz")
     with np.load(Path(run_dir) / "test_features.npz", allow_pickle=False) as z:
         return z["features"], z["labels"]
 
