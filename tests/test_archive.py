@@ -70,3 +70,22 @@ def test_machine_of_a_run(tmp_path):
     assert got.endswith("torch 2.14.1") and str(env["cpu_capability"]) in got
     (tmp_path / "environment.json").write_text(json.dumps({"platform": "Linux-x", "packages": {}}))
     assert results._machine(tmp_path).startswith("Linux-x")
+
+
+def test_committed_records_give_the_committed_table(tmp_path):
+    """results/cpu/ (the committed run records) restored give the means of
+    figures/cpu/07_summary.csv, which the README's Table 2 is generated from."""
+    import pandas as pd
+    from mdlib.runs import results
+    src = REPO / "results" / "cpu"
+    if not (src / "study").is_dir():
+        pytest.skip("no committed cpu run records")
+    archive.restore("cpu", src, root=tmp_path / "runs")
+    runs = results.collect("study", "cpu", root=tmp_path / "runs")
+    got = runs.groupby(["dataset", "model", "method"])["test_acc"].agg(["mean", "size"])
+    table = pd.read_csv(REPO / "figures" / "cpu" / "07_summary.csv")
+    table = table[table.image_size == 28]
+    assert len(table) > 0
+    for r in table.itertuples():
+        mean, n = got.loc[(r.dataset, r.model, r.method)]
+        assert n == r.seeds and mean == pytest.approx(r.test_acc_mean, abs=1e-12), r.cell
