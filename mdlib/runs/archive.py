@@ -84,9 +84,8 @@ def export(profile: str, dest: str | Path | None = None, root: str | Path | None
         task = rd.parent.parent.name
         if task not in tasks or not (rd / "DONE").is_file() or not (rd / "metrics.csv").is_file():
             continue
-        for name in RUN_FILES:
-            if (rd / name).is_file():
-                n_runs += _copy(rd / name, dest / task / rd.name / name) and name == "DONE"
+        new = [_copy(rd / n, dest / task / rd.name / n) for n in RUN_FILES if (rd / n).is_file()]
+        n_runs += new[-1]  # DONE, copied last: the run's record is complete
         rel = dict(info, run_dir=f"{task}/{profile}/{rd.name}")
         out = dest / "sweeps" / grid / h / "DONE"
         if not out.exists():
