@@ -58,3 +58,16 @@ def test_per_size_overrides_apply(tiny_prof, data_root):
     assert tuple(cfg.block_out_channels) == (8, 16, 16) and cfg.image_size == 64
     cfg28, _ = tasks.diffusion_config(tiny_prof, tasks.load_data(tiny_prof, "breastmnist", 0)[0], 0)
     assert tuple(cfg28.block_out_channels) == tuple(tiny_prof["diffusion"]["block_out_channels"])
+
+
+def test_per_dataset_overrides_apply_after_the_per_size_ones(tiny_prof, data_root):
+    prof = dict(tiny_prof, image_size=64, diffusion_by_size={64: {"block_out_channels": [8, 16, 16]}},
+                diffusion_by_dataset={"breastmnist": {"block_out_channels": [16, 16, 16]},
+                                      "pneumoniamnist": {"train_steps": 1}})
+    data, _ = tasks.load_data(prof, "breastmnist", 0)
+    cfg, _ = tasks.diffusion_config(prof, data, 0)
+    assert tuple(cfg.block_out_channels) == (16, 16, 16)
+    assert cfg.train_steps == tiny_prof["diffusion"]["train_steps"]  # another dataset's entry
+    with pytest.raises(ValueError, match="diffusion_by_dataset"):
+        tasks.diffusion_config(dict(prof, diffusion_by_dataset=[1]), data, 0)
+

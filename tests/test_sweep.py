@@ -477,6 +477,31 @@ def test_profile_ignore_leaves_other_studies_sections_out_of_the_fingerprint(tmp
                                         f"profile_ignore: other\ngrid: {{X: [0]}}\n"))
 
 
+def test_a_per_dataset_generator_setting_reruns_only_that_datasets_configurations(tmp_path, monkeypatch):
+    """diffusion_by_dataset: a configuration's fingerprint holds only its own dataset's
+    entry, so adding or editing one dataset's entry makes only that dataset's configurations
+    stale; a configuration of another dataset keeps the fingerprint of a profile without the
+    section (the runs done before the section existed stay current)."""
+    monkeypatch.setenv("MDLIB_PROFILE_PATH", str(tmp_path))
+    prof = tmp_path / "fp.yaml"
+    prof.write_text("extends: smoke\n")
+    nb = tiny_notebook(tmp_path / "tiny.ipynb")
+    grid = write(tmp_path, f"name: fp\nprofile: fp\nnotebook: {nb}\n"
+                           f"grid: {{DATASET: [breastmnist, lc25000_lung]}}\n")
+    assert sweep.run_sweep(grid, progress=False)["done"] == 2
+    before = sweep.profile_fingerprint("fp")
+    prof.write_text("extends: smoke\ndiffusion_by_dataset: {lc25000_lung: {train_steps: 9}}\n")
+    assert [r["state"] for r in sweep.status(grid)] == ["done", "stale"]
+    assert sweep.profile_fingerprint("fp", params={"DATASET": "breastmnist"}) == before
+    assert sweep.profile_fingerprint("fp", params={"DATASET": "lc25000_lung"}) != before
+    assert sweep.profile_fingerprint("fp") != before  # without a configuration: the whole profile
+    s = sweep.run_sweep(grid, progress=False)
+    assert (s["done"], s["skipped"]) == (1, 1)
+    prof.write_text("extends: smoke\ndiffusion_by_dataset: {lc25000_lung: {train_steps: 9},"
+                    " pneumoniamnist: {train_steps: 5}}\n")  # another dataset's entry
+    assert [r["state"] for r in sweep.status(grid)] == ["done", "done"]
+
+
 def _fake_training_notebook(path: Path) -> Path:
     """A stand-in for notebook 06 (same name): writes a finished run of SEED under
     runs/<TASK>/<PROFILE>/ in a second and prints its RUN_DIR line."""

@@ -52,8 +52,10 @@ again, so an edited profile never leaves its old results standing as if current 
 notebook loads a run whose own resolved configuration did not change, so this costs the
 notebook's start, not its training). A grid's ``profile_ignore: [diffaug, diffmic]`` leaves
 those top-level profile sections (other studies' settings, which its notebook never reads)
-out of the fingerprint, so that tuning one study does not make another's sweep rerun. A
-``DONE`` without a fingerprint (written before it was recorded) counts as current. If the notebook
+out of the fingerprint, so that tuning one study does not make another's sweep rerun; and a
+configuration's fingerprint holds only its own dataset's entry of a per-dataset section
+(``diffusion_by_dataset``), so that a larger generator for one dataset reruns only that
+dataset's configurations. A ``DONE`` without a fingerprint (written before it was recorded) counts as current. If the notebook
 printed a line ``RUN_DIR=<path>`` (notebook 06 does), the path is recorded in ``DONE`` and
 the executed notebook is copied there as ``executed.ipynb`` (unless one already is).
 
@@ -380,13 +382,39 @@ def _profile(grid: Grid, profile: str | None) -> str:
     return prof
 
 
-def profile_fingerprint(profile: str, ignore: tuple[str, ...] | list[str] = ()) -> str:
-    """Hash of the resolved profile ``profile`` (its file with everything it extends),
-    without its top-level sections ``ignore`` (a grid's ``profile_ignore``: sections of
-    other studies, so that editing one study's settings leaves another's runs current)."""
+#: profile sections keyed by dataset name: a configuration's fingerprint holds only the entry
+#: of its own ``DATASET`` (none: the section is left out, as if the profile had no such section)
+PER_DATASET_SECTIONS = ("diffusion_by_dataset",)
+
+
+def _fingerprint(prof: dict, params: dict | None) -> str:
+    if params is not None and "DATASET" in params:
+        prof = dict(prof)
+        for sec in PER_DATASET_SECTIONS:
+            entries = prof.pop(sec, None) or {}
+            if isinstance(entries, dict) and params["DATASET"] in entries:
+                prof[sec] = {params["DATASET"]: entries[params["DATASET"]]}
+    return config_hash(prof)
+
+
+def fingerprinter(profile: str, ignore: tuple[str, ...] | list[str] = ()):
+    """``params -> fingerprint`` for the configurations of one grid, loading the profile once
+    (:func:`profile_fingerprint`)."""
     from .. import profiles
     skip = set(ignore)
-    return config_hash({k: v for k, v in profiles.load(profile).items() if k not in skip})
+    prof = {k: v for k, v in profiles.load(profile).items() if k not in skip}
+    return lambda params=None: _fingerprint(prof, params)
+
+
+def profile_fingerprint(profile: str, ignore: tuple[str, ...] | list[str] = (),
+                        params: dict | None = None) -> str:
+    """Hash of the resolved profile ``profile`` (its file with everything it extends),
+    without its top-level sections ``ignore`` (a grid's ``profile_ignore``: sections of
+    other studies, so that editing one study's settings leaves another's runs current).
+    With a configuration's ``params``, the sections of :data:`PER_DATASET_SECTIONS` hold only
+    the entry of its ``DATASET`` (so that a generator setting for one dataset leaves the
+    other datasets' runs current)."""
+    return fingerprinter(profile, ignore)(params)
 
 
 def _current_done(d: Path, fingerprint: str) -> dict | None:
@@ -412,13 +440,13 @@ def status(path: "str | os.PathLike | Grid", profile: str | None = None) -> list
     grid = path if isinstance(path, Grid) else load_grid(path, profile)
     prof = _profile(grid, profile)
     root = sweep_dir(grid, prof)
-    fp = profile_fingerprint(prof, grid.profile_ignore)
+    fp = fingerprinter(prof, grid.profile_ignore)
     rows = []
     for c in expand(grid):
         h = config_hash(c)
         d = root / h
         row = {"hash": h, "dir": d, "params": c}
-        done = _current_done(d, fp)
+        done = _current_done(d, fp(c))
         if done is not None:
             row["state"] = "done"
             if done.get("run_dir"):
@@ -509,7 +537,7 @@ def execute_one(notebook: str, out_dir: str, params: dict, cwd: str | None = Non
                 "notebook": str(out_dir / "executed.ipynb")}
     try:
         if fingerprint is None:
-            fingerprint = profile_fingerprint(params["PROFILE"])
+            fingerprint = profile_fingerprint(params["PROFILE"], params=params)
         info = _current_done(out_dir, fingerprint)
         if info is not None:
             return {**info, "ok": True, "elsewhere": True, "notebook": str(out_dir / "executed.ipynb")}
@@ -748,7 +776,7 @@ def _schedule(grid: Grid, prof: str, run_now: list[dict], pool, summary: dict, p
         postfix()
 
     cwd = str(grid.notebook.parent)
-    fingerprint = profile_fingerprint(prof, grid.profile_ignore)
+    fingerprint = fingerprinter(prof, grid.profile_ignore)
     postfix()
     try:
         while queue or inflight:
@@ -764,7 +792,8 @@ def _schedule(grid: Grid, prof: str, run_now: list[dict], pool, summary: dict, p
                 queue.remove(r)
                 try:
                     handle = pool.submit(str(grid.notebook), str(r["dir"]),
-                                         {"PROFILE": prof, **r["params"]}, cwd, fingerprint)
+                                         {"PROFILE": prof, **r["params"]}, cwd,
+                                         fingerprint(r["params"]))
                 except BrokenProcessPool as e:
                     for q in [r] + queue:
                         record(q, {"ok": False, "error": f"not run, worker pool broken: {e}"})
