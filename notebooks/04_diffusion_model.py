@@ -22,8 +22,14 @@
 # image size of the study; checkpoints in diffusers' format under
 # `runs/diffusion/<profile>/<hash>/model/` (a killed training resumes from its last one).
 # The budget is a number of optimisation steps (`diffusion.train_steps`, per image size
-# `diffusion_by_size`), never wall-clock time, with one torch thread, so that the same
+# `diffusion_by_size`, per dataset `diffusion_by_dataset`), never wall-clock time, with one torch thread, so that the same
 # configuration gives the same weights bit for bit on any machine.
+#
+# LC25000's generator predicts the velocity on a zero-terminal-SNR schedule (the profile's
+# `diffusion_by_dataset`; Lin et al. 2024): the plain noise-predicting UNet learned the
+# tissue texture but not one stain colour per image, so its samples came out as grey-purple
+# colour noise (`scripts/diagnose_generator.py` writes where a generator loses the image,
+# `04_generator_diagnosis*.csv`).
 #
 # Sample quality, measured two ways with the guidance classifier `g` of notebook 03:
 # * **label agreement**: does `g` classify generated samples as the class they were

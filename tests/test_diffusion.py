@@ -673,3 +673,41 @@ def test_normalised_sampling_loop_is_diffusers_ddim_with_identity_statistics(tra
     ident._lo, ident._hi = torch.full((1, 1, 1, 1), -1.0), torch.ones(1, 1, 1, 1)
     got, _ = ident.sample(labels=[0, 1, 1], seed=3, steps=5, progress=False)
     torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
+
+
+def test_v_prediction_on_a_zero_terminal_snr_schedule(breast, tmp_path):
+    """prediction_type="v_prediction" + zero_terminal_snr: the last training timestep is
+    pure noise, the loss is the velocity's, and the own DDIM loop (refine, vary, the
+    normalised sampler) agrees with DDIMScheduler.step on the same model; the noise
+    prediction on such a schedule is refused; the defaults stay out of the config dict."""
+    with pytest.raises(ValueError, match="zero_terminal_snr"):
+        tiny_cfg(zero_terminal_snr=True)
+    with pytest.raises(ValueError, match="prediction_type"):
+        tiny_cfg(prediction_type="sample")
+    d = tiny_cfg().to_dict()
+    assert "prediction_type" not in d and "zero_terminal_snr" not in d
+    cfg = tiny_cfg(prediction_type="v_prediction", zero_terminal_snr=True)
+    assert DiffusionConfig.from_dict(cfg.to_dict()) == cfg
+    model = train_diffusion(*breast, cfg, tmp_path / "m", progress=False)
+    assert float(model.ddpm.alphas_cumprod[-1]) == 0.0
+    assert model.ddim.config.prediction_type == "v_prediction"
+    # the recorded loss of step 1 is the velocity objective
+    x, y = breast
+    loaded = DiffusionModel.load(tmp_path / "m")
+    assert loaded.cfg.prediction_type == "v_prediction" and loaded.cfg.zero_terminal_snr
+    ref, _ = loaded.sample(labels=[0, 1, 1], seed=3, steps=5, progress=False)
+    assert torch.isfinite(ref).all() and 0.0 <= float(ref.min()) and float(ref.max()) <= 1.0
+    own = DiffusionModel.load(tmp_path / "m")  # the own loop: identity statistics
+    own._norm = {"mean": [0.0], "std": [1.0]}
+    own._lo, own._hi = torch.full((1, 1, 1, 1), -1.0), torch.ones(1, 1, 1, 1)
+    got, _ = own.sample(labels=[0, 1, 1], seed=3, steps=5, progress=False)
+    torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
+    xt = unit(x[:4])
+    mask = torch.zeros((4, 28, 28))
+    mask[:, 5:20, 5:20] = 1.0
+    r = loaded.refine(xt, mask, y[:4], steps=3)
+    assert torch.equal(r[:, :, :5], xt[:, :, :5]) and torch.isfinite(r).all()
+    v = loaded.vary(xt, y[:4], strength=1.0, steps=4)  # from the pure-noise timestep
+    assert torch.isfinite(v).all()
+    err = loaded.denoising_error(xt, y[:4], draws=2)
+    assert np.isfinite(err["mse"]) and err["mse"] > 0

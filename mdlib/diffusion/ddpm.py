@@ -11,7 +11,11 @@ first (highest resolution) one and in the mid block. It predicts the noise (epsi
 Training uses ``DDPMScheduler(num_train_timesteps=T, beta_schedule="linear")`` (betas
 1e-4 .. 0.02); sampling, refinement and variation use a ``DDIMScheduler`` built from the
 same scheduler config (``timestep_spacing="trailing"``, eta = 0, x0-prediction clipped to
-[-1, 1]).
+[-1, 1]). ``prediction_type="v_prediction"`` with ``zero_terminal_snr=True`` is the fix of
+Lin et al. (2024, "Common diffusion noise schedules and sample steps are flawed"): the betas
+rescaled so that the last timestep is pure noise, as sampling assumes, and the velocity
+predicted instead of the noise (at high noise it asks for the image itself, so a global
+property such as one stain colour per image is in the loss rather than a 1/(H W) share of it).
 
 Intensities and padding
 -----------------------
@@ -82,6 +86,9 @@ LOSSES = ("l2", "huber")
 #: "none": the network sees images in [-1, 1]; "channel": standardised per channel with the
 #: training split's statistics (module docstring)
 NORMALIZE = ("none", "channel")
+#: what the UNet predicts: the noise (the default) or the velocity
+#: v = sqrt(abar) * eps - sqrt(1 - abar) * x0 (Salimans & Ho 2022)
+PREDICTIONS = ("epsilon", "v_prediction")
 STATE_FILE = "diffusion_state.json"
 LOSS_FILE = "loss.csv"
 OPT_FILE = "optimizer.pt"
@@ -153,6 +160,8 @@ class DiffusionConfig:
     pad_multiple: int | None = None
     device: str = "auto"
     normalize: str = "none"
+    prediction_type: str = "epsilon"
+    zero_terminal_snr: bool = False
 
     def __post_init__(self):
         if isinstance(self.block_out_channels, (list, tuple)):
@@ -194,6 +203,17 @@ class DiffusionConfig:
                              "a finite number > 0")
         if not _is_num(self.ema_decay) or not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"DiffusionConfig.ema_decay={self.ema_decay!r}: must be in [0, 1)")
+        if self.prediction_type not in PREDICTIONS:
+            raise ValueError(f"DiffusionConfig.prediction_type={self.prediction_type!r}: expected "
+                             f"one of {PREDICTIONS}")
+        if not isinstance(self.zero_terminal_snr, (bool, np.bool_)):
+            raise ValueError(f"DiffusionConfig.zero_terminal_snr={self.zero_terminal_snr!r}: "
+                             "must be a bool")
+        self.zero_terminal_snr = bool(self.zero_terminal_snr)
+        if self.zero_terminal_snr and self.prediction_type == "epsilon":
+            raise ValueError("DiffusionConfig.zero_terminal_snr=True needs prediction_type="
+                             "'v_prediction': at zero SNR the noise prediction says nothing "
+                             "about the image")
         if self.normalize not in NORMALIZE:
             raise ValueError(f"DiffusionConfig.normalize={self.normalize!r}: expected one of "
                              f"{NORMALIZE}")
@@ -259,8 +279,12 @@ class DiffusionConfig:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["block_out_channels"] = list(self.block_out_channels)
-        if d["normalize"] == "none":  # the default: left out, so configurations (and the
-            d.pop("normalize")       # hashes of their runs) written before it existed stay the same
+        # fields added later are left out at their defaults, so that configurations (and the
+        # hashes of their runs) written before they existed stay the same
+        for k, default in (("normalize", "none"), ("prediction_type", "epsilon"),
+                           ("zero_terminal_snr", False)):
+            if d[k] == default:
+                d.pop(k)
         return d
 
     @classmethod
@@ -312,7 +336,9 @@ def build_unet(cfg: DiffusionConfig):
 
 def build_ddpm_scheduler(cfg: DiffusionConfig):
     _, DDPMScheduler, _ = _diffusers()
-    return DDPMScheduler(num_train_timesteps=cfg.num_train_timesteps, beta_schedule="linear")
+    return DDPMScheduler(num_train_timesteps=cfg.num_train_timesteps, beta_schedule="linear",
+                         prediction_type=cfg.prediction_type,
+                         rescale_betas_zero_snr=cfg.zero_terminal_snr)
 
 
 def ddim_from(ddpm_scheduler):
@@ -651,10 +677,11 @@ def train_diffusion(x_train: Any, y_train: Any, cfg: DiffusionConfig,
                 labels = torch.where(drop, torch.full_like(labels, cfg.n_classes), labels)
             noisy = ddpm.add_noise(x0[idx], noise, t)
             pred = unet(noisy, t, class_labels=labels).sample
+            target = noise if cfg.prediction_type == "epsilon" else ddpm.get_velocity(x0[idx], noise, t)
             if cfg.loss == "l2":
-                loss = F.mse_loss(pred, noise)
+                loss = F.mse_loss(pred, target)
             else:
-                loss = F.huber_loss(pred, noise, delta=cfg.huber_delta)
+                loss = F.huber_loss(pred, target, delta=cfg.huber_delta)
             lv = float(loss.detach())
             if not math.isfinite(lv):
                 raise FloatingPointError(f"{out_dir}: diffusion loss became {lv} at step "
@@ -876,11 +903,17 @@ class DiffusionModel:
     def _alpha(self, t: int) -> float:
         return float(self.alphas_cumprod[t]) if t >= 0 else self.final_alpha_cumprod
 
-    def _ddim_step(self, x: torch.Tensor, eps: torch.Tensor, t: int, t_prev: int) -> torch.Tensor:
+    def _ddim_step(self, x: torch.Tensor, out: torch.Tensor, t: int, t_prev: int) -> torch.Tensor:
         """Deterministic DDIM (eta = 0) from timestep ``t`` to ``t_prev`` (-1: clean), the
-        update of ``DDIMScheduler.step`` for an arbitrary pair of timesteps."""
+        update of ``DDIMScheduler.step`` for an arbitrary pair of timesteps; ``out`` is the
+        UNet's prediction (noise, or velocity with ``prediction_type="v_prediction"``)."""
         a, a_prev = self._alpha(t), self._alpha(t_prev)
-        x0 = (x - math.sqrt(1.0 - a) * eps) / math.sqrt(a)
+        if self.cfg.prediction_type == "v_prediction":
+            x0 = math.sqrt(a) * x - math.sqrt(1.0 - a) * out
+            eps = math.sqrt(a) * out + math.sqrt(1.0 - a) * x
+        else:
+            eps = out
+            x0 = (x - math.sqrt(1.0 - a) * eps) / math.sqrt(a)
         if self._norm is not None:
             x0 = torch.maximum(torch.minimum(x0, self._hi), self._lo)
         elif self.ddim.config.clip_sample:
@@ -940,8 +973,8 @@ class DiffusionModel:
                         batch_size: int = 256) -> dict[str, float]:
         """The training objective on held-out images: for each image ``draws`` pairs of
         (timestep uniform over the T training steps, Gaussian noise), drawn from ``seed``
-        on the CPU, and the conditional noise prediction (no guidance) compared with the
-        noise. Returns the mean squared error and the mean Huber loss (``cfg.huber_delta``)
+        on the CPU, and the conditional prediction (no guidance) compared with its training
+        target (the noise, or the velocity for ``prediction_type="v_prediction"``). Returns the mean squared error and the mean Huber loss (``cfg.huber_delta``)
         over all draws, so models trained with either loss are measured the same way.
         ``x``: float images ``(N, C, H, W)`` in [0, 1]; ``labels``: ``(N,)`` classes."""
         x = self._check_x(x)
@@ -962,10 +995,12 @@ class DiffusionModel:
         for i in range(0, len(x0), batch_size):
             sl = slice(i, i + batch_size)
             tt, nn_ = t[sl].to(self.device), noise[sl].to(self.device)
-            noisy = self.ddpm.add_noise(x0[sl].to(self.device), nn_, tt)
+            xs = x0[sl].to(self.device)
+            noisy = self.ddpm.add_noise(xs, nn_, tt)
             pred = self.unet(noisy, tt, class_labels=y[sl].to(self.device)).sample
-            se += float(F.mse_loss(pred, nn_, reduction="sum"))
-            hu += float(F.huber_loss(pred, nn_, delta=self.cfg.huber_delta, reduction="sum"))
+            tgt = nn_ if self.cfg.prediction_type == "epsilon" else self.ddpm.get_velocity(xs, nn_, tt)
+            se += float(F.mse_loss(pred, tgt, reduction="sum"))
+            hu += float(F.huber_loss(pred, tgt, delta=self.cfg.huber_delta, reduction="sum"))
         n = noise.numel()
         return {"mse": se / n, "huber": hu / n}
 
