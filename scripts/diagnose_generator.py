@@ -41,14 +41,19 @@ T_LIST = (20, 50, 100, 200, 300, 500, 700, 900)
 VARIANTS = ("plain", "profile")
 
 
-@torch.no_grad()
 def diagnose(prof: dict, dataset: str, variant: str, n: int = 256, seed: int = 0):
     if variant not in VARIANTS:
         raise ValueError(f"variant={variant!r}: expected one of {VARIANTS}")
     p, _ = tasks.study_setup(prof, dataset)
     if variant == "plain":
         p = dict(p, diffusion_by_dataset=None)
-    model, run = tasks.diffusion_model(p, dataset, 0, progress=False)
+    model, run = tasks.diffusion_model(p, dataset, 0, progress=False)  # found or trained
+    g_model, _ = tasks.guidance_model(p, dataset, 0, progress=False)
+    with torch.no_grad():
+        return _measure(model, run, g_model, p, dataset, variant, n, seed)
+
+
+def _measure(model, run, g_model, p, dataset, variant, n, seed):
     normalize = model.cfg.normalize
     data, _ = tasks.load_data(p, dataset, 0)
     g = torch.Generator().manual_seed(seed)
@@ -74,7 +79,6 @@ def diagnose(prof: dict, dataset: str, variant: str, n: int = 256, seed: int = 0
                      "prediction_type": model.cfg.prediction_type,
                      "pred_mse": float(((pred - target) ** 2).mean())})
     s, _ = model.sample(labels=y, seed=seed, progress=False)
-    g_model, _ = tasks.guidance_model(p, dataset, 0, progress=False)
     agree = float((np.asarray(predict_proba(g_model, s)).argmax(1) == y.numpy()).mean())
     summ = []
     for c in range(x.shape[1]):

@@ -71,3 +71,38 @@ def test_per_dataset_overrides_apply_after_the_per_size_ones(tiny_prof, data_roo
     with pytest.raises(ValueError, match="diffusion_by_dataset"):
         tasks.diffusion_config(dict(prof, diffusion_by_dataset=[1]), data, 0)
 
+
+
+def test_diagnose_generator_measures_the_study_generators(tiny_prof, data_root, tmp_path, monkeypatch):
+    """scripts/diagnose_generator.py: one row per noise level with a finite relative x0 error,
+    and per channel the real test images' colour statistics recomputed here; `plain` drops
+    the per-dataset overrides, `profile` keeps them."""
+    import importlib.util
+
+    import numpy as np
+
+    from mdlib.data import to_tensor
+    monkeypatch.setenv("MDLIB_RUNS_ROOT", str(tmp_path))
+    spec = importlib.util.spec_from_file_location(
+        "diagnose_generator", Path(__file__).resolve().parents[1] / "scripts" / "diagnose_generator.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    prof = dict(tiny_prof, diffusion_by_dataset={"breastmnist": {"prediction_type": "v_prediction",
+                                                                 "zero_terminal_snr": True}})
+    rows, summ = mod.diagnose(prof, "breastmnist", "plain", n=8)
+    rows_v, summ_v = mod.diagnose(prof, "breastmnist", "profile", n=8)
+    assert [r["t"] for r in rows] == list(mod.T_LIST)
+    assert all(np.isfinite(r["x0_err_over_var"]) and r["x0_err_over_var"] >= 0 for r in rows + rows_v)
+    assert {r["prediction_type"] for r in rows} == {"epsilon"}
+    assert {r["prediction_type"] for r in rows_v} == {"v_prediction"}
+    assert rows[0]["generator"] != rows_v[0]["generator"]
+    p, _ = tasks.study_setup(tiny_prof, "breastmnist")
+    data, _ = tasks.load_data(p, "breastmnist", 0)
+    yt = np.asarray(data.y("test"))
+    idx = torch.randperm(len(yt), generator=torch.Generator().manual_seed(0))[:8].numpy()
+    x = to_tensor(data.x("test")[idx])
+    assert len(summ) == 1 and abs(summ[0]["real_mean"] - float(x.mean())) < 1e-6
+    assert abs(summ[0]["real_image_mean_std"] - float(x.mean(dim=(1, 2, 3)).std())) < 1e-6
+    assert 0.0 <= summ[0]["guidance_agreement"] <= 1.0
+    with pytest.raises(ValueError, match="variant"):
+        mod.diagnose(prof, "breastmnist", "other")
