@@ -48,6 +48,7 @@
 import os
 PROFILE = os.environ.get("MDLIB_PROFILE", "smoke")  # smoke | cpu | gpu
 DATASETS = None  # None: the profile's study_datasets (a list or "a,b")
+IMAGE_SIZES = None  # None: every image size of the study (study_sizes); else e.g. [28]
 SEED = 0
 GUIDANCE_SCALES = [1.0, 2.0]  # reported in the quality table (with the profile's own scale)
 
@@ -65,7 +66,8 @@ from mdlib.train import predict_proba
 
 prof = profiles.load(PROFILE)
 dcfg = prof["diffusion"]
-configs = {(n if s == prof["image_size"] else f"{n}_{s}"): (n, p) for n, s, p in study.study_configs(prof, DATASETS)}
+configs = {(n if s == prof["image_size"] else f"{n}_{s}"): (n, p) for n, s, p in study.study_configs(prof, DATASETS)
+           if IMAGE_SIZES is None or s in IMAGE_SIZES}
 out = paths.figures_dir(prof["name"])
 print(f"profile={prof['name']}  generators={list(configs)}")
 print({k: v for k, v in dcfg.items() if k != "datasets"})
