@@ -13,7 +13,7 @@ GRID = REPO / "studies" / "main_cpu.yaml"
 def _fake_finished(root: Path) -> tuple[dict, Path]:
     """A finished sweep configuration of the main cpu grid and the run it produced."""
     row = sweep.status(GRID, "cpu")[0]
-    fp = sweep.profile_fingerprint("cpu", sweep.load_grid(GRID, "cpu").profile_ignore)
+    fp = sweep.profile_fingerprint("cpu", sweep.load_grid(GRID, "cpu").profile_ignore, params=row["params"])
     run = root / "study" / "cpu" / "abc123def456"
     run.mkdir(parents=True)
     (run / "config.json").write_text(json.dumps({"config": {"dataset": "breastmnist"}}))

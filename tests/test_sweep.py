@@ -489,12 +489,13 @@ def test_a_per_dataset_generator_setting_reruns_only_that_datasets_configuration
     grid = write(tmp_path, f"name: fp\nprofile: fp\nnotebook: {nb}\n"
                            f"grid: {{DATASET: [breastmnist, lc25000_lung]}}\n")
     assert sweep.run_sweep(grid, progress=False)["done"] == 2
-    before = sweep.profile_fingerprint("fp")
+    before = sweep.profile_fingerprint("fp", params={"DATASET": "breastmnist"})
+    whole = sweep.profile_fingerprint("fp")
     prof.write_text("extends: smoke\ndiffusion_by_dataset: {lc25000_lung: {train_steps: 9}}\n")
     assert [r["state"] for r in sweep.status(grid)] == ["done", "stale"]
     assert sweep.profile_fingerprint("fp", params={"DATASET": "breastmnist"}) == before
     assert sweep.profile_fingerprint("fp", params={"DATASET": "lc25000_lung"}) != before
-    assert sweep.profile_fingerprint("fp") != before  # without a configuration: the whole profile
+    assert sweep.profile_fingerprint("fp") != whole  # without a configuration: the whole profile
     s = sweep.run_sweep(grid, progress=False)
     assert (s["done"], s["skipped"]) == (1, 1)
     prof.write_text("extends: smoke\ndiffusion_by_dataset: {lc25000_lung: {train_steps: 9},"
