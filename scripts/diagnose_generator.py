@@ -61,6 +61,7 @@ def _measure(model, run, g_model, p, dataset, variant, n, seed):
     idx = torch.randperm(len(yt), generator=g)[:n].numpy()
     x = to_tensor(data.x("test")[idx])
     y = torch.as_tensor(yt[idx], dtype=torch.long)
+    n = len(x)  # a test split smaller than n
     x0 = _pad(_to_work(x, model._norm), model.cfg)
     xr = x * 2 - 1
     var = float(((xr - xr.mean(dim=(0, 2, 3), keepdim=True)) ** 2).mean())
@@ -68,7 +69,7 @@ def _measure(model, run, g_model, p, dataset, variant, n, seed):
     for t in T_LIST:
         a = float(model.alphas_cumprod[t])
         eps = torch.randn(x0.shape, generator=g)
-        xt = a ** 0.5 * x0 + (1 - a) ** 0.5 * eps
+        xt = model._noised(x0, eps, t)
         pred = model.unet(xt, torch.full((n,), t), class_labels=y).sample
         target = eps if model.cfg.prediction_type == "epsilon" else a ** 0.5 * eps - (1 - a) ** 0.5 * x0
         est = model._ddim_step(xt, pred, t, -1)  # the clipped x0 estimate (alpha_prev = 1)
