@@ -390,10 +390,15 @@ PER_DATASET_SECTIONS = ("diffusion_by_dataset",)
 def _fingerprint(prof: dict, params: dict | None) -> str:
     if params is not None and "DATASET" in params:
         prof = dict(prof)
+        name = params["DATASET"]
+        size = params.get("IMAGE_SIZE") or prof.get("image_size")
+        keys = (name, f"{name}@{size}")     # the dataset's entry, then its entry at one size
         for sec in PER_DATASET_SECTIONS:
             entries = prof.pop(sec, None) or {}
-            if isinstance(entries, dict) and params["DATASET"] in entries:
-                prof[sec] = {params["DATASET"]: entries[params["DATASET"]]}
+            if isinstance(entries, dict):
+                own = {k: entries[k] for k in keys if k in entries}
+                if own:
+                    prof[sec] = own
     return config_hash(prof)
 
 
@@ -412,8 +417,10 @@ def profile_fingerprint(profile: str, ignore: tuple[str, ...] | list[str] = (),
     without its top-level sections ``ignore`` (a grid's ``profile_ignore``: sections of
     other studies, so that editing one study's settings leaves another's runs current).
     With a configuration's ``params``, the sections of :data:`PER_DATASET_SECTIONS` hold only
-    the entry of its ``DATASET`` (so that a generator setting for one dataset leaves the
-    other datasets' runs current)."""
+    the entries of its ``DATASET``: ``<dataset>`` and ``<dataset>@<IMAGE_SIZE>`` (so that a
+    generator setting for one dataset, or for one dataset at one size, leaves the other
+    configurations' runs current). A configuration none of whose entries is there hashes
+    as the profile without the section."""
     return fingerprinter(profile, ignore)(params)
 
 

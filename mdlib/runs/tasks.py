@@ -262,9 +262,9 @@ _DIFFUSION_STUDY_KEYS = ("datasets", "max_seconds", "n_eval_per_class", "sample_
 def diffusion_config(prof: dict, data, seed: int = 0, **overrides):
     """The profile's ``diffusion`` section for a loaded dataset, updated by the profile's
     ``diffusion_by_size`` entry for the dataset's image size (if any), then by its
-    ``diffusion_by_dataset`` entry for the dataset (if any: e.g. a larger UNet for one
-    dataset; a sweep configuration's profile fingerprint holds only its own dataset's
-    entry, so editing it leaves the other datasets' runs current) and then by
+    ``diffusion_by_dataset`` entries for the dataset (if any: ``<name>``, e.g. a larger UNet
+    for one dataset, then ``<name>@<size>`` for the dataset at one image size; a sweep
+    configuration's profile fingerprint holds only its own dataset's entries, so editing them leaves the other configurations' runs current) and then by
     ``overrides``, split into ``(DiffusionConfig, the study-level keys: datasets,
     max_seconds, threads, guidance_scale, ...)``."""
     from ..diffusion import DiffusionConfig
@@ -275,6 +275,7 @@ def diffusion_config(prof: dict, data, seed: int = 0, **overrides):
         raise ValueError(f"profile {prof.get('name')}: diffusion_by_dataset must map dataset names "
                          f"to overrides of the diffusion section, got {by_ds!r}")
     sec.update(by_ds.get(data.name) or {})
+    sec.update(by_ds.get(f"{data.name}@{int(data.size)}") or {})
     sec.update(overrides)
     study_keys = {k: sec.pop(k) for k in _DIFFUSION_STUDY_KEYS if k in sec}
     sec.setdefault("device", prof.get("device", "auto"))
