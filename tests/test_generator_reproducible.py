@@ -72,6 +72,18 @@ def test_per_dataset_overrides_apply_after_the_per_size_ones(tiny_prof, data_roo
         tasks.diffusion_config(dict(prof, diffusion_by_dataset=[1]), data, 0)
 
 
+def test_a_dataset_at_size_entry_sets_that_size_only(tiny_prof, data_root):
+    """``<dataset>@<size>`` applies after ``<dataset>``, at that image size only."""
+    by_ds = {"breastmnist": {"train_steps": 3}, "breastmnist@64": {"prediction_type": "v_prediction",
+                                                                  "zero_terminal_snr": True}}
+    prof = dict(tiny_prof, diffusion_by_dataset=by_ds)
+    cfg28, _ = tasks.diffusion_config(prof, tasks.load_data(prof, "breastmnist", 0)[0], 0)
+    assert (cfg28.train_steps, cfg28.prediction_type, cfg28.zero_terminal_snr) == (3, "epsilon", False)
+    prof64 = dict(prof, image_size=64)
+    cfg64, _ = tasks.diffusion_config(prof64, tasks.load_data(prof64, "breastmnist", 0)[0], 0)
+    assert (cfg64.train_steps, cfg64.prediction_type, cfg64.zero_terminal_snr) == (3, "v_prediction", True)
+
+
 
 def test_diagnose_generator_measures_the_study_generators(tiny_prof, data_root, tmp_path, monkeypatch):
     """scripts/diagnose_generator.py: one row per noise level with a finite relative x0 error,

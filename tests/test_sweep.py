@@ -442,12 +442,31 @@ def test_an_edited_profile_makes_its_done_configurations_stale(tmp_path, monkeyp
     assert all(_executed(grid)[x] != first[x] for x in (0, 2))
     assert [r["state"] for r in sweep.status(grid)] == ["done", "done"]
 
-    d = sweep.status(grid)[1]["dir"]  # an old marker, no fingerprint: current
-    info = json.loads((d / "DONE").read_text())
-    info.pop("profile_sha")
-    (d / "DONE").write_text(json.dumps(info))
-    prof.write_text("extends: smoke\nnote: third\n")
-    assert [r["state"] for r in sweep.status(grid)] == ["stale", "done"]
+
+def test_a_dataset_at_size_generator_setting_changes_only_that_sizes_fingerprint():
+    """diffusion_by_dataset key <dataset>@<size>: only configurations of that dataset at that
+    IMAGE_SIZE (or the profile's image_size when the configuration sets none) change
+    fingerprint; one without any of its entries hashes as the profile without the section.
+    (Profiles extending cpu inherit its entries, so the test builds the sections itself.)"""
+    from mdlib import profiles
+    base = dict(profiles.load("smoke"), image_size=28, diffusion_by_dataset=None)
+    b28, b64 = {"DATASET": "breastmnist"}, {"DATASET": "breastmnist", "IMAGE_SIZE": 64}
+    lc = {"DATASET": "lc25000_lung"}
+    cases = {"b28": b28, "b64": b64, "lc": lc}
+    before = {k: sweep._fingerprint(base, p) for k, p in cases.items()}
+    assert len(set(before.values())) == 1
+    new = dict(base, diffusion_by_dataset={"breastmnist@64": {"train_steps": 9}})
+    after = {k: sweep._fingerprint(new, p) for k, p in cases.items()}
+    assert after["b28"] == before["b28"] and after["lc"] == before["lc"]
+    assert after["b64"] != before["b64"]
+    assert sweep._fingerprint(new, dict(b28, IMAGE_SIZE=28)) == before["b28"]
+    # the profile's own size is the configuration's when it sets none
+    new64 = dict(new, image_size=64)
+    assert sweep._fingerprint(new64, b28) == sweep._fingerprint(new64, b64)
+    assert sweep._fingerprint(new64, b28) != sweep._fingerprint(dict(base, image_size=64), b28)
+    both = dict(base, diffusion_by_dataset={"breastmnist": {"train_steps": 3},
+                                            "breastmnist@64": {"train_steps": 9}})
+    assert len({sweep._fingerprint(both, b28), sweep._fingerprint(both, b64), before["b28"]}) == 3
 
 
 def test_profile_ignore_leaves_other_studies_sections_out_of_the_fingerprint(tmp_path, monkeypatch):
