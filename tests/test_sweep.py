@@ -442,6 +442,13 @@ def test_an_edited_profile_makes_its_done_configurations_stale(tmp_path, monkeyp
     assert all(_executed(grid)[x] != first[x] for x in (0, 2))
     assert [r["state"] for r in sweep.status(grid)] == ["done", "done"]
 
+    d = sweep.status(grid)[1]["dir"]  # an old marker, no fingerprint: current
+    info = json.loads((d / "DONE").read_text())
+    info.pop("profile_sha")
+    (d / "DONE").write_text(json.dumps(info))
+    prof.write_text("extends: smoke\nnote: third\n")
+    assert [r["state"] for r in sweep.status(grid)] == ["stale", "done"]
+
 
 def test_a_dataset_at_size_generator_setting_changes_only_that_sizes_fingerprint():
     """diffusion_by_dataset key <dataset>@<size>: only configurations of that dataset at that

@@ -264,7 +264,8 @@ def diffusion_config(prof: dict, data, seed: int = 0, **overrides):
     ``diffusion_by_size`` entry for the dataset's image size (if any), then by its
     ``diffusion_by_dataset`` entries for the dataset (if any: ``<name>``, e.g. a larger UNet
     for one dataset, then ``<name>@<size>`` for the dataset at one image size; a sweep
-    configuration's profile fingerprint holds only its own dataset's entries, so editing them leaves the other configurations' runs current) and then by
+    configuration's profile fingerprint holds only its own dataset's entries, so editing
+    them leaves the other configurations' runs current) and then by
     ``overrides``, split into ``(DiffusionConfig, the study-level keys: datasets,
     max_seconds, threads, guidance_scale, ...)``."""
     from ..diffusion import DiffusionConfig
